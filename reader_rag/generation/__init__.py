@@ -1,0 +1,6 @@
+"""The decoding loop, its results and streaming."""
+
+from reader_rag.generation.generator import Prompt, ReaderGenerator
+from reader_rag.generation.results import GenerationResult, GenerationStats, GenerationStream
+
+__all__ = ["GenerationResult", "GenerationStats", "GenerationStream", "Prompt", "ReaderGenerator"]

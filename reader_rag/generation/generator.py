@@ -1,0 +1,560 @@
+"""The single-request speculative decoding loop.
+
+One step: draft a tree from the request index, verify the root and all nodes in one forward
+pass with a tree attention mask, walk the tree along the target's own choices, commit the KV
+entries of the accepted path, and emit the accepted tokens plus the target's bonus token.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+from transformers import (
+    DynamicCache,
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from reader_rag.config import DraftConfig, GenerationConfig
+from reader_rag.drafting.builder import build_draft_tree, choose_tree_size
+from reader_rag.drafting.calibration import AcceptanceCalibrator, Bucket
+from reader_rag.drafting.cost_model import CostModel
+from reader_rag.drafting.sources import Candidate, DraftSource, RequestIndexSource
+from reader_rag.drafting.tree import DraftTree
+from reader_rag.generation.results import GenerationResult, GenerationStats, GenerationStream
+from reader_rag.generation.text import StopMatcher, TextStreamer, cut_at_stop
+from reader_rag.index.request_index import RequestIndex
+from reader_rag.models import load_model, resolve_dtype
+from reader_rag.verify.accept import walk_tree
+from reader_rag.verify.cache import commit_kv, truncate_cache
+from reader_rag.verify.mask import tree_attention_inputs
+
+__all__ = ["Prompt", "ReaderGenerator"]
+
+logger = logging.getLogger(__name__)
+
+Prompt = str | Sequence[Mapping[str, str]]
+"""A raw text prompt, or chat messages (``{"role": ..., "content": ...}``) for the chat template."""
+
+
+@dataclass
+class _Request:
+    """Mutable state of one request while it decodes."""
+
+    config: GenerationConfig
+    prompt_ids: list[int]
+    max_new_tokens: int
+    index: RequestIndex
+    sources: list[DraftSource]
+    processors: LogitsProcessorList | None
+    rng: torch.Generator | None
+    stop: StopMatcher
+    eos: frozenset[int]
+    cache: DynamicCache = field(default_factory=DynamicCache)
+    generated: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+    @property
+    def committed_length(self) -> int:
+        """Tokens whose KV entries are in the cache: the prompt and all outputs but the last."""
+        return len(self.prompt_ids) + len(self.generated) - 1
+
+
+class _OracleSource:
+    """Proposes the known reference continuation; the benchmark's ceiling for any drafter."""
+
+    name = "oracle"
+
+    def __init__(self, request: _Request, reference: Sequence[int]) -> None:
+        self.request = request
+        self.reference = list(reference)
+
+    def propose(self, max_depth: int) -> list[Candidate]:
+        start = len(self.request.generated)
+        tokens = tuple(self.reference[start : start + max_depth])
+        return [Candidate(tokens, 1.0, 1 << 20, self.name)] if tokens else []
+
+
+class ReaderGenerator:
+    """Lossless speculative decoding for one target model, drafted from the request's documents.
+
+    Args:
+        model: A causal language model from ``transformers``.
+        tokenizer: Its tokenizer.
+        name: Name of the model, used in logs and as the cost-model cache key.
+        draft: Drafting options.
+        cost_model: Forward cost by tree size. ``None`` measures it on first use (a few seconds)
+            and caches it per model, dtype, device and thread count.
+
+    Example::
+
+        generator = ReaderGenerator.from_pretrained()  # SmolLM2-135M-Instruct
+        result = generator.generate(
+            [{"role": "user", "content": "Who wrote Hamlet? Context: ..."}],
+            documents=["Hamlet is a tragedy written by William Shakespeare ..."],
+            max_new_tokens=64,
+        )
+        print(result.text, result.stats.tokens_per_step)
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        name: str = "custom",
+        draft: DraftConfig | None = None,
+        cost_model: CostModel | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.draft = draft or DraftConfig()
+        self.calibrator = AcceptanceCalibrator()
+        self._cost_model = cost_model
+        config = model.config
+        self.max_positions = int(getattr(config, "max_position_embeddings", 0) or 1 << 31)
+        self.sliding_window = _sliding_window(config)
+        self.dtype = next(model.parameters()).dtype
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike | None = None,
+        dtype: str | torch.dtype = "float32",
+        device: str | torch.device | None = None,
+        draft: DraftConfig | None = None,
+    ) -> ReaderGenerator:
+        """Load a model by built-in name, local folder, ``.gguf`` file or hub id (see ``models``)."""
+        loaded = load_model(model, dtype=dtype, device=device)
+        name = f"{loaded.name}|{resolve_dtype(dtype)}"
+        return cls(loaded.model, loaded.tokenizer, name=name, draft=draft)
+
+    # -- public API ------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompt: Prompt,
+        documents: Sequence[str] | None = None,
+        *,
+        config: GenerationConfig | None = None,
+        speculative: bool = True,
+        **options,
+    ) -> GenerationResult:
+        """Generate a completion of ``prompt``, drafting from ``documents``, the prompt and output.
+
+        ``options`` are :class:`GenerationConfig` fields (``max_new_tokens``, ``temperature``,
+        ``top_k``, ``top_p``, ``repetition_penalty``, ``seed``, ``stop``); they override
+        ``config``. With ``speculative=False`` the same loop decodes one token per forward pass.
+        """
+        config = _merge_config(config, options)
+        return self.generate_ids(
+            self.encode_prompt(prompt), self.encode_documents(documents), config, speculative
+        )
+
+    def stream(
+        self,
+        prompt: Prompt,
+        documents: Sequence[str] | None = None,
+        *,
+        config: GenerationConfig | None = None,
+        speculative: bool = True,
+        **options,
+    ) -> GenerationStream:
+        """Like :meth:`generate`, but return an iterator of text pieces as tokens are accepted."""
+        config = _merge_config(config, options)
+        prompt_ids = self.encode_prompt(prompt)
+        document_ids = self.encode_documents(documents)
+        request = self._start(prompt_ids, document_ids, config, speculative)
+        stream = GenerationStream(iter(()))
+
+        def pieces() -> Iterator[str]:
+            streamer = TextStreamer(self.tokenizer, config.stop)
+            for _ in self._run(request):
+                piece = streamer.push(request.generated)
+                if piece:
+                    yield piece
+            piece = streamer.push(request.generated, final=True)
+            stream.result = self._result(request)
+            if piece:
+                yield piece
+
+        stream._pieces = pieces()
+        return stream
+
+    def generate_ids(
+        self,
+        prompt_ids: Sequence[int],
+        document_ids: Sequence[Sequence[int]] = (),
+        config: GenerationConfig | None = None,
+        speculative: bool = True,
+        oracle_ids: Sequence[int] | None = None,
+    ) -> GenerationResult:
+        """Generate from token ids. ``oracle_ids`` drafts the given continuation instead (a
+        benchmark ceiling: the tree is that chain, sized by the cost model as if always accepted).
+        """
+        config = config or GenerationConfig()
+        request = self._start(prompt_ids, document_ids, config, speculative)
+        if oracle_ids is not None:
+            request.sources = [_OracleSource(request, oracle_ids)]
+        for _ in self._run(request, oracle=oracle_ids is not None):
+            pass
+        return self._result(request)
+
+    def encode_prompt(self, prompt: Prompt) -> list[int]:
+        """Tokenize a raw prompt, or render chat messages with the tokenizer's chat template."""
+        if isinstance(prompt, str):
+            return list(self.tokenizer(prompt)["input_ids"])
+        messages = list(prompt)
+        if not all(isinstance(m, Mapping) and "role" in m and "content" in m for m in messages):
+            raise ValueError(
+                "prompt must be a string or a list of {'role': ..., 'content': ...} messages, "
+                f"got {prompt!r:.200}"
+            )
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(
+                f"the tokenizer of {self.name} has no chat template, so chat messages cannot be "
+                "rendered; pass the prompt as a plain string instead"
+            )
+        text = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode_documents(self, documents: Sequence[str] | None) -> list[list[int]]:
+        """Tokenize draft documents without special tokens. Empty documents are skipped."""
+        if documents is None:
+            return []
+        if isinstance(documents, str):
+            raise TypeError("documents must be a list of strings, not one string; wrap it: [text]")
+        texts = [d for d in documents if d.strip()]
+        if not texts:
+            return []
+        return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    @property
+    def cost_model(self) -> CostModel:
+        """The forward cost curve, measured once and cached on disk."""
+        if self._cost_model is None:
+            key = (
+                f"{self.name}|{self.dtype}|{self.device}|threads={torch.get_num_threads()}"
+                f"|torch={torch.__version__}|points={self.draft.cost_points}"
+            )
+            cached = CostModel.load_cached(key)
+            if cached is None:
+                logger.info("measuring the forward cost curve of %s once", self.name)
+                cached = CostModel.measure(self._time_forward(), self.draft.cost_points)
+                cached.save(key)
+            self._cost_model = cached
+        return self._cost_model
+
+    # -- the decoding loop -----------------------------------------------------------------------
+
+    def _start(
+        self,
+        prompt_ids: Sequence[int],
+        document_ids: Sequence[Sequence[int]],
+        config: GenerationConfig,
+        speculative: bool,
+    ) -> _Request:
+        prompt_ids = [int(t) for t in prompt_ids]
+        if not prompt_ids:
+            raise ValueError("the prompt is empty; pass at least one token")
+        if len(prompt_ids) >= self.max_positions:
+            raise ValueError(
+                f"the prompt has {len(prompt_ids)} tokens, but {self.name} accepts at most "
+                f"{self.max_positions} positions including the output; shorten the prompt or "
+                "retrieve fewer documents"
+            )
+        max_new_tokens = config.max_new_tokens
+        room = self.max_positions - len(prompt_ids)
+        if max_new_tokens > room:
+            logger.warning(
+                "max_new_tokens=%d exceeds the %d positions left after the %d-token prompt; "
+                "generating at most %d tokens",
+                max_new_tokens, room, len(prompt_ids), room,
+            )
+            max_new_tokens = room
+
+        index = RequestIndex(key_length=4, max_occurrences=self.draft.max_occurrences)
+        budget = self.draft.max_indexed_tokens
+        for ids in document_ids:
+            if budget <= 0:
+                logger.warning(
+                    "documents exceed max_indexed_tokens=%d; the rest are not used for drafting",
+                    self.draft.max_indexed_tokens,
+                )
+                break
+            index.add_document(ids[:budget])
+            budget -= len(ids)
+        index.extend(prompt_ids)
+
+        sources: list[DraftSource] = []
+        if speculative and self.draft.max_nodes != 0:
+            sources.append(
+                RequestIndexSource(
+                    index,
+                    self.draft.min_match_length,
+                    self.draft.max_match_length,
+                    self.draft.max_occurrences,
+                )
+            )
+        eos = config.eos_token_ids
+        if eos is None:
+            eos = _eos_ids(self.model, self.tokenizer)
+        request = _Request(
+            config=config,
+            prompt_ids=prompt_ids,
+            max_new_tokens=max_new_tokens,
+            index=index,
+            sources=sources,
+            processors=_processors(config),
+            rng=_rng(config),
+            stop=StopMatcher(self.tokenizer, config.stop),
+            eos=frozenset(eos),
+        )
+        request.stats.prompt_tokens = len(prompt_ids)
+        request.stats.indexed_tokens = len(index)
+        return request
+
+    def _run(self, request: _Request, oracle: bool = False) -> Iterator[list[int]]:
+        """Decode until the request finishes, yielding the tokens emitted by each step."""
+        start = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                yield self._prefill(request)
+                while request.finish_reason is None:
+                    yield self._step(request, oracle)
+        finally:
+            request.stats.total_time_s = time.perf_counter() - start
+
+    def _prefill(self, request: _Request) -> list[int]:
+        start = time.perf_counter()
+        input_ids = torch.tensor([request.prompt_ids], device=self.device)
+        output = self.model(input_ids=input_ids, cache=request.cache, use_cache=True, logits_to_keep=1)
+        request.stats.forward_passes += 1
+        request.stats.prefill_time_s = time.perf_counter() - start
+        token = self._choose(request, output.logits[0, -1:], 0, [])
+        return self._emit(request, [token])
+
+    def _step(self, request: _Request, oracle: bool) -> list[int]:
+        stats = request.stats
+        remaining = request.max_new_tokens - len(request.generated)
+        # The bonus token always comes on top of the accepted path, so drafts deeper than
+        # remaining - 1 could never be emitted.
+        max_depth = min(self.draft.max_depth, remaining - 1)
+
+        start = time.perf_counter()
+        tree, buckets = self._draft(request, max_depth, oracle)
+        stats.draft_time_s += time.perf_counter() - start
+
+        start = time.perf_counter()
+        prefix_length = request.committed_length
+        input_ids = torch.tensor([[request.generated[-1], *tree.token_ids]], device=self.device)
+        mask, position_ids = tree_attention_inputs(
+            tree, prefix_length, self.dtype, self.device, self.sliding_window
+        )
+        output = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            cache=request.cache,
+            use_cache=True,
+        )
+        logits = output.logits[0]  # (q, vocab)
+        stats.forward_passes += 1
+        stats.drafted_nodes += len(tree)
+
+        children = tree.children()
+        path, bonus = walk_tree(
+            children, lambda row, path: self._choose(request, logits[row : row + 1], row, path, tree)
+        )
+        commit_kv(request.cache, prefix_length, [0, *(node + 1 for node in path)])
+        stats.verify_time_s += time.perf_counter() - start
+
+        if buckets:
+            self.calibrator.update(_outcomes(children, path, buckets))
+        for node in path:
+            source = tree.sources[node]
+            stats.accepted_by_source[source] = stats.accepted_by_source.get(source, 0) + 1
+        stats.accepted_draft_tokens += len(path)
+        return self._emit(request, [*(tree.token_ids[n] for n in path), bonus])
+
+    def _draft(
+        self, request: _Request, max_depth: int, oracle: bool
+    ) -> tuple[DraftTree, list[Bucket]]:
+        if not request.sources or max_depth < 1:
+            return DraftTree(), []
+        candidates = [source.propose(max_depth) for source in request.sources]
+        if not any(candidates):
+            return DraftTree(), []
+        if oracle:
+            size = choose_tree_size([1.0] * max_depth, self.cost_model)
+            tokens = candidates[0][0].tokens[:size]
+            tree = DraftTree()
+            for i, token in enumerate(tokens):
+                tree.add(token, i - 1, 1.0, 0, "oracle")
+            return tree, []
+        max_nodes = self.draft.max_nodes
+        step_cost = None
+        if max_nodes is None:
+            step_cost = self.cost_model
+            max_nodes = step_cost.max_tokens - 1
+        return build_draft_tree(
+            candidates,
+            self.calibrator,
+            max_nodes,
+            max_depth,
+            self.draft.probability_floor,
+            step_cost,
+        )
+
+    def _choose(
+        self,
+        request: _Request,
+        logits: torch.Tensor,
+        row: int,
+        path: list[int],
+        tree: DraftTree | None = None,
+    ) -> int:
+        """Return the target's token from one row of logits ``(1, vocab)``.
+
+        ``path`` lists the accepted nodes above ``row``; with a repetition penalty or sampling,
+        they extend the context that the logits processors see.
+        """
+        if request.processors is None:
+            return int(logits[0].argmax())
+        context = request.prompt_ids + request.generated
+        if tree is not None:
+            context = context + [tree.token_ids[node] for node in path]
+        input_ids = torch.tensor([context], device=logits.device)
+        scores = request.processors(input_ids, logits.float())
+        if request.rng is None:
+            return int(scores[0].argmax())
+        # The generator lives on the CPU so that seeded runs match across devices.
+        probabilities = torch.softmax(scores[0], dim=-1).cpu()
+        return int(torch.multinomial(probabilities, 1, generator=request.rng))
+
+    def _emit(self, request: _Request, tokens: list[int]) -> list[int]:
+        """Append tokens one at a time, stopping exactly where plain decoding would."""
+        emitted = []
+        for token in tokens:
+            request.generated.append(token)
+            emitted.append(token)
+            if token in request.eos:
+                request.finish_reason = "eos"
+            elif request.stop.matches(request.generated):
+                request.finish_reason = "stop"
+            elif len(request.generated) >= request.max_new_tokens:
+                request.finish_reason = "length"
+            if request.finish_reason is not None:
+                break
+        request.index.extend(emitted)
+        request.stats.new_tokens = len(request.generated)
+        return emitted
+
+    def _result(self, request: _Request) -> GenerationResult:
+        text = self.tokenizer.decode(request.generated, skip_special_tokens=True)
+        text, _ = cut_at_stop(text, request.config.stop)
+        return GenerationResult(
+            text=text,
+            token_ids=list(request.generated),
+            finish_reason=request.finish_reason or "length",
+            stats=request.stats,
+        )
+
+    def _time_forward(self, prefix_length: int = 512):
+        """Return a function that runs one forward pass over n tokens after a cached prefix."""
+        vocab = int(self.model.config.vocab_size)
+        generator = torch.Generator().manual_seed(0)
+        prefix = torch.randint(0, vocab, (1, prefix_length), generator=generator)
+        cache = DynamicCache()
+        with torch.inference_mode():
+            self.model(input_ids=prefix.to(self.device), cache=cache, use_cache=True, logits_to_keep=1)
+
+        def time_forward(n: int) -> None:
+            tree = DraftTree()
+            for i in range(n - 1):
+                tree.add(int(prefix[0, i]), i - 1, 1.0, 0, "timing")
+            ids = torch.tensor([[0, *tree.token_ids]], device=self.device)
+            mask, positions = tree_attention_inputs(
+                tree, prefix_length, self.dtype, self.device, self.sliding_window
+            )
+            with torch.inference_mode():
+                logits = self.model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+                    use_cache=True,
+                ).logits
+                logits.argmax(-1).tolist()  # include the host sync every real step has
+            truncate_cache(cache, prefix_length)
+
+        return time_forward
+
+
+def _merge_config(config: GenerationConfig | None, options: Mapping) -> GenerationConfig:
+    if not options:
+        return config or GenerationConfig()
+    if config is None:
+        return GenerationConfig(**options)
+    return replace(config, **options)
+
+
+def _processors(config: GenerationConfig) -> LogitsProcessorList | None:
+    """Return the Hugging Face logits processors that ``generate`` would apply, or ``None``."""
+    processors = LogitsProcessorList()
+    if config.repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(config.repetition_penalty))
+    if config.do_sample:
+        if config.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(config.temperature))
+        if config.top_k > 0:
+            processors.append(TopKLogitsWarper(config.top_k))
+        if config.top_p < 1.0:
+            processors.append(TopPLogitsWarper(config.top_p))
+    if not processors and not config.do_sample:
+        return None
+    return processors
+
+
+def _rng(config: GenerationConfig) -> torch.Generator | None:
+    if not config.do_sample:
+        return None
+    seed = config.seed if config.seed is not None else secrets.randbits(63)
+    return torch.Generator().manual_seed(seed)
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    if eos is None:
+        return []
+    return [eos] if isinstance(eos, int) else list(eos)
+
+
+def _sliding_window(config) -> int | None:
+    layer_types = getattr(config, "layer_types", None) or ()
+    if "sliding_attention" in layer_types and getattr(config, "sliding_window", None):
+        return int(config.sliding_window)
+    return None
+
+
+def _outcomes(
+    children: list[dict[int, int]], path: list[int], buckets: list[Bucket]
+) -> list[tuple[Bucket, bool]]:
+    """Return (bucket, accepted) for every node whose parent the walk reached."""
+    accepted = set(path)
+    tested = list(children[0].values())
+    for node in path:
+        tested.extend(children[node + 1].values())
+    return [(buckets[node], node in accepted) for node in tested]
