@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 from transformers import (
-    DynamicCache,
+    Cache,
     LogitsProcessorList,
     RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
@@ -35,7 +35,7 @@ from reader_rag.generation.text import StopMatcher, TextStreamer, cut_at_stop
 from reader_rag.index.request_index import RequestIndex
 from reader_rag.models import load_model, resolve_dtype
 from reader_rag.verify.accept import walk_tree
-from reader_rag.verify.cache import commit_kv, truncate_cache
+from reader_rag.verify.cache import commit_kv, new_cache, truncate_cache
 from reader_rag.verify.mask import tree_attention_inputs
 
 __all__ = ["Prompt", "ReaderGenerator"]
@@ -59,7 +59,7 @@ class _Request:
     rng: torch.Generator | None
     stop: StopMatcher
     eos: frozenset[int]
-    cache: DynamicCache = field(default_factory=DynamicCache)
+    cache: Cache = field(default_factory=new_cache)
     generated: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     stats: GenerationStats = field(default_factory=GenerationStats)
@@ -301,6 +301,8 @@ class ReaderGenerator:
 
         sources: list[DraftSource] = []
         if speculative and self.draft.max_nodes != 0:
+            if self.draft.max_nodes is None:
+                self.cost_model  # measure now, so that the first step's draft time excludes it
             sources.append(
                 RequestIndexSource(
                     index,
@@ -478,7 +480,7 @@ class ReaderGenerator:
         vocab = int(self.model.config.vocab_size)
         generator = torch.Generator().manual_seed(0)
         prefix = torch.randint(0, vocab, (1, prefix_length), generator=generator)
-        cache = DynamicCache()
+        cache = new_cache()
         with torch.inference_mode():
             self.model(input_ids=prefix.to(self.device), cache=cache, use_cache=True, logits_to_keep=1)
 

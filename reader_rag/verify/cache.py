@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 import torch
 from transformers import Cache
+from transformers.cache_utils import DynamicLayer
 
-__all__ = ["commit_kv", "truncate_cache"]
+__all__ = ["GrowableLayer", "commit_kv", "new_cache", "truncate_cache"]
 
 
 def commit_kv(cache: Cache, prefix_length: int, keep_rows: Sequence[int]) -> None:
@@ -35,3 +36,73 @@ def truncate_cache(cache: Cache, length: int) -> None:
     excess = cache.get_seq_length() - length
     if excess > 0:
         cache.crop(-excess)
+
+
+class GrowableLayer(DynamicLayer):
+    """A dynamic cache layer backed by a preallocated buffer that doubles when full.
+
+    ``DynamicLayer`` concatenates on every update, copying the whole layer each step. Here an
+    update writes into spare capacity and ``keys``/``values`` are views of the filled part, so a
+    step copies only its new entries (plus a doubling now and then, amortized O(1) per entry).
+    """
+
+    def __init__(self, *args, initial_capacity: int = 1024, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._initial_capacity = initial_capacity
+        self._key_buffer: torch.Tensor | None = None
+        self._value_buffer: torch.Tensor | None = None
+        self._length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self._key_buffer = self._allocate(key_states, self._initial_capacity)
+        self._value_buffer = self._allocate(value_states, self._initial_capacity)
+        self._set_length(0)
+
+    @staticmethod
+    def _allocate(like: torch.Tensor, capacity: int) -> torch.Tensor:
+        batch, heads, _, dim = like.shape
+        return torch.empty(batch, heads, capacity, dim, dtype=like.dtype, device=like.device)
+
+    def _set_length(self, length: int) -> None:
+        self._length = length
+        self.keys = self._key_buffer[:, :, :length]
+        self.values = self._value_buffer[:, :, :length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start = self._length
+        end = start + key_states.shape[-2]
+        capacity = self._key_buffer.shape[-2]
+        if end > capacity:
+            new_capacity = max(end, 2 * capacity)
+            for name in ("_key_buffer", "_value_buffer"):
+                old = getattr(self, name)
+                grown = self._allocate(old, new_capacity)
+                grown[:, :, :start] = old[:, :, :start]
+                setattr(self, name, grown)
+        self._key_buffer[:, :, start:end] = key_states
+        self._value_buffer[:, :, start:end] = value_states
+        self._set_length(end)
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self._length if self.is_initialized else 0
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes a negative count of entries, got {tokens_to_remove}")
+        if tokens_to_remove == 0 or not self.is_initialized:
+            return
+        self._set_length(max(0, self._length + tokens_to_remove))
+
+    def reset(self) -> None:
+        super().reset()
+        self._key_buffer = self._value_buffer = None
+        self._length = 0
+
+
+def new_cache() -> Cache:
+    """Return an empty KV cache whose layers grow in place (see :class:`GrowableLayer`)."""
+    return Cache(layer_class_to_replicate=GrowableLayer)

@@ -1,0 +1,244 @@
+"""Side-by-side speed benchmark of decoding methods on the same prompts, in one process.
+
+Methods:
+
+* ``greedy``: Hugging Face ``generate`` with greedy decoding, the reference.
+* ``pld``: ``generate`` with prompt lookup decoding (``prompt_lookup_num_tokens=10``).
+* ``plain``: this library's loop without speculation; separates loop overhead from drafting.
+* ``reader``: this library, drafting from the prompt's passages, the prompt and the output.
+* ``oracle``: this library's verifier drafting the true greedy continuation as a chain, sized by
+  the cost model as if every node were accepted: the ceiling for any drafter.
+
+All methods run on each prompt before the next prompt starts, in an order that rotates from
+prompt to prompt, so that machine noise spreads evenly over the methods. Absolute times on a
+shared machine mean little; the ratios are the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from reader_rag.config import GenerationConfig
+from reader_rag.evaluation.datasets import BenchmarkPrompt
+from reader_rag.generation.generator import ReaderGenerator
+
+__all__ = ["METHODS", "MethodTotals", "run_benchmark"]
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("greedy", "pld", "plain", "reader", "oracle")
+PROMPT_LOOKUP_TOKENS = 10
+
+
+@dataclass
+class MethodTotals:
+    """Sums over prompts for one method."""
+
+    new_tokens: int = 0
+    seconds: float = 0.0
+    forward_passes: int = 0
+    identical: int = 0
+    prompts: int = 0
+    draft_seconds: float = 0.0
+    per_prompt: list[dict] = field(default_factory=list)
+
+    def summary(self, greedy_tokens_per_second: float | None) -> dict:
+        tokens_per_second = self.new_tokens / self.seconds if self.seconds else 0.0
+        data = {
+            "tokens_per_second": tokens_per_second,
+            "speedup_vs_greedy": (
+                tokens_per_second / greedy_tokens_per_second if greedy_tokens_per_second else None
+            ),
+            "identical_rate": self.identical / self.prompts if self.prompts else None,
+            "tokens_per_step": self.new_tokens / self.forward_passes if self.forward_passes else None,
+            "new_tokens": self.new_tokens,
+            "seconds": self.seconds,
+            "prompts": self.prompts,
+        }
+        if self.draft_seconds:
+            data["draft_time_share"] = self.draft_seconds / self.seconds
+        return data
+
+
+class _ForwardCounter:
+    """Counts forward calls of the top-level model, whichever method drives it."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.count = 0
+        self._handle = model.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args) -> None:
+        self.count += 1
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+def run_benchmark(
+    generator: ReaderGenerator,
+    prompts: Sequence[BenchmarkPrompt],
+    methods: Sequence[str],
+    max_new_tokens: int,
+    progress: bool = True,
+) -> dict:
+    """Run ``methods`` on every prompt and return the report as a JSON-ready dict.
+
+    ``identical_rate`` compares each method's output ids with ``greedy``'s, so ``greedy`` always
+    runs, first in the report, even when not requested.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown benchmark methods {unknown}; choose from {', '.join(METHODS)}")
+    order = ["greedy", *[m for m in METHODS if m in methods and m != "greedy"]]
+    totals = {method: MethodTotals() for method in order}
+    config = GenerationConfig(max_new_tokens=max_new_tokens)
+    model = generator.model
+
+    encoded = [
+        (
+            generator.encode_prompt([{"role": "user", "content": p.prompt}]),
+            generator.encode_documents(list(p.passages)),
+        )
+        for p in prompts
+    ]
+    _warm_up(generator, encoded[0][0], order)
+
+    counter = _ForwardCounter(model)
+    iterator = _progress(range(len(prompts)), progress)
+    try:
+        for i in iterator:
+            prompt_ids, document_ids = encoded[i]
+            reference = _run_greedy(model, prompt_ids, max_new_tokens, counter, totals["greedy"])
+            totals["greedy"].identical += 1
+            others = order[1:]
+            shift = i % len(others) if others else 0
+            for method in others[shift:] + others[:shift]:
+                ids = _run_method(
+                    method, generator, prompt_ids, document_ids, config, reference, counter,
+                    totals[method],
+                )
+                totals[method].identical += int(ids == reference)
+                totals[method].per_prompt[-1]["identical"] = ids == reference
+            for method in order:
+                totals[method].per_prompt[-1]["question_id"] = prompts[i].question_id
+    finally:
+        counter.remove()
+
+    greedy_rate = totals["greedy"].summary(None)["tokens_per_second"]
+    report = {
+        "methods": {method: totals[method].summary(greedy_rate) for method in order},
+        "config": {
+            "model": generator.name,
+            "dtype": str(generator.dtype),
+            "device": str(generator.device),
+            "threads": torch.get_num_threads(),
+            "max_new_tokens": max_new_tokens,
+            "prompts": len(prompts),
+            "question_ids": [p.question_id for p in prompts],
+            "methods": order,
+            "prompt_lookup_num_tokens": PROMPT_LOOKUP_TOKENS,
+            "draft": {
+                k: v for k, v in vars(generator.draft).items() if not k.startswith("_")
+            },
+            "cost_curve": {str(n): generator.cost_model(n) for n in generator.draft.cost_points},
+            "torch": torch.__version__,
+            "transformers": _version("transformers"),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine(),
+        },
+        "per_prompt": {method: totals[method].per_prompt for method in order},
+    }
+    return report
+
+
+def _warm_up(generator: ReaderGenerator, prompt_ids: list[int], methods: Sequence[str]) -> None:
+    """Run each method once on a few tokens so one-time costs do not land on the first prompt."""
+    short = GenerationConfig(max_new_tokens=4)
+    with torch.inference_mode():
+        generator.model.generate(
+            torch.tensor([prompt_ids], device=generator.device), max_new_tokens=4, do_sample=False
+        )
+    generator.generate_ids(prompt_ids, [], short, speculative=True)
+    generator.generate_ids(prompt_ids, [], short, speculative=False)
+    if "pld" in methods:
+        with torch.inference_mode():
+            generator.model.generate(
+                torch.tensor([prompt_ids], device=generator.device),
+                max_new_tokens=4,
+                do_sample=False,
+                prompt_lookup_num_tokens=PROMPT_LOOKUP_TOKENS,
+            )
+
+
+def _run_greedy(model, prompt_ids, max_new_tokens, counter, totals: MethodTotals) -> list[int]:
+    return _run_generate(model, prompt_ids, max_new_tokens, counter, totals, {})
+
+
+def _run_generate(model, prompt_ids, max_new_tokens, counter, totals, extra) -> list[int]:
+    input_ids = torch.tensor([prompt_ids], device=model.device)
+    before = counter.count
+    start = time.perf_counter()
+    with torch.inference_mode():
+        output = model.generate(
+            input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            **extra,
+        )
+    seconds = time.perf_counter() - start
+    ids = output[0, len(prompt_ids) :].tolist()
+    _add(totals, len(ids), seconds, counter.count - before, 0.0)
+    return ids
+
+
+def _run_method(
+    method, generator, prompt_ids, document_ids, config, reference, counter, totals
+) -> list[int]:
+    if method == "pld":
+        return _run_generate(
+            generator.model, prompt_ids, config.max_new_tokens, counter, totals,
+            {"prompt_lookup_num_tokens": PROMPT_LOOKUP_TOKENS},
+        )
+    before = counter.count
+    if method == "plain":
+        result = generator.generate_ids(prompt_ids, document_ids, config, speculative=False)
+    elif method == "reader":
+        result = generator.generate_ids(prompt_ids, document_ids, config)
+    else:  # oracle
+        result = generator.generate_ids(prompt_ids, document_ids, config, oracle_ids=reference)
+    stats = result.stats
+    _add(totals, stats.new_tokens, stats.total_time_s, counter.count - before, stats.draft_time_s)
+    return result.token_ids
+
+
+def _add(totals: MethodTotals, tokens: int, seconds: float, passes: int, draft: float) -> None:
+    totals.new_tokens += tokens
+    totals.seconds += seconds
+    totals.forward_passes += passes
+    totals.draft_seconds += draft
+    totals.prompts += 1
+    totals.per_prompt.append(
+        {"new_tokens": tokens, "seconds": seconds, "forward_passes": passes}
+    )
+
+
+def _progress(iterable, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc="prompts", unit="prompt")
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
