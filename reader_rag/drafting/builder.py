@@ -10,7 +10,7 @@ from reader_rag.drafting.calibration import AcceptanceCalibrator, Bucket
 from reader_rag.drafting.sources import Candidate
 from reader_rag.drafting.tree import DraftTree
 
-__all__ = ["Trie", "build_draft_tree", "choose_tree_size"]
+__all__ = ["Trie", "build_draft_tree", "choose_batch_tree_size", "choose_tree_size", "truncate_tree"]
 
 
 @dataclass
@@ -112,7 +112,7 @@ def build_draft_tree(
 
     if step_cost is not None:
         size = choose_tree_size(tree.scores, step_cost)
-        _truncate(tree, size)
+        truncate_tree(tree, size)
         del buckets[size:]
     return tree, buckets
 
@@ -135,6 +135,31 @@ def choose_tree_size(scores: Sequence[float], step_cost: Callable[[int], float])
     return best_size
 
 
-def _truncate(tree: DraftTree, size: int) -> None:
+def choose_batch_tree_size(
+    score_lists: Sequence[Sequence[float]], step_cost: Callable[[int], float]
+) -> int:
+    """Return the node count k per request that maximizes expected tokens per unit of cost.
+
+    One batched forward pass pads every tree to the same width, so a step over B requests with k
+    nodes each costs ``step_cost(B * (k + 1))`` and emits ``sum(1 + sum(scores[:k]))`` tokens in
+    expectation. k = 0 is plain batched decoding.
+    """
+    batch = len(score_lists)
+    if batch == 0:
+        return 0
+    longest = max((len(scores) for scores in score_lists), default=0)
+    best_size = 0
+    best_rate = batch / step_cost(batch)
+    expected = float(batch)
+    for k in range(1, longest + 1):
+        expected += sum(scores[k - 1] for scores in score_lists if len(scores) >= k)
+        rate = expected / step_cost(batch * (k + 1))
+        if rate > best_rate:
+            best_size, best_rate = k, rate
+    return best_size
+
+
+def truncate_tree(tree: DraftTree, size: int) -> None:
+    """Keep the first ``size`` nodes; in best-first order they still form a tree."""
     for values in (tree.token_ids, tree.parents, tree.scores, tree.match_lengths, tree.sources):
         del values[size:]

@@ -211,6 +211,59 @@ class ReaderGenerator:
             pass
         return self._result(request)
 
+    def generate_batch(
+        self,
+        prompts: Sequence[Prompt],
+        documents: Sequence[Sequence[str] | None] | None = None,
+        *,
+        configs: GenerationConfig | Sequence[GenerationConfig] | None = None,
+        speculative: bool = True,
+        compaction_threshold: float = 0.5,
+        **options,
+    ) -> list[GenerationResult]:
+        """Generate completions of many prompts together; return one result per prompt, in order.
+
+        Each request has its own documents, draft tree and options: ``configs`` is one
+        :class:`GenerationConfig` for all or one per prompt, and ``options`` override fields of
+        every config. All trees of a step are verified in one batched forward pass, sized
+        together by the cost model, down to plain batched decoding when drafts would not pay.
+        The KV cache is compacted when more than ``compaction_threshold`` of it is masked out.
+        """
+        from reader_rag.generation.batch import decode_batch
+
+        prompts = list(prompts)
+        if not prompts:
+            return []
+        if documents is None:
+            documents = [None] * len(prompts)
+        if len(documents) != len(prompts):
+            raise ValueError(
+                f"got {len(prompts)} prompts but {len(documents)} document lists; pass one list "
+                "(or None) per prompt"
+            )
+        if configs is None or isinstance(configs, GenerationConfig):
+            configs = [configs] * len(prompts)
+        if len(configs) != len(prompts):
+            raise ValueError(
+                f"got {len(prompts)} prompts but {len(configs)} configs; pass one config or one "
+                "per prompt"
+            )
+        requests = [
+            self._start(
+                self.encode_prompt(prompt),
+                self.encode_documents(docs),
+                _merge_config(config, options),
+                speculative,
+            )
+            for prompt, docs, config in zip(prompts, documents, configs)
+        ]
+        batch_stats = decode_batch(self, requests, compaction_threshold)
+        results = [self._result(request) for request in requests]
+        for result in results:
+            result.stats.batch_size = len(requests)
+            result.stats.compaction_time_s = batch_stats.compaction_time_s
+        return results
+
     def encode_prompt(self, prompt: Prompt) -> list[int]:
         """Tokenize a raw prompt, or render chat messages with the tokenizer's chat template."""
         if isinstance(prompt, str):
@@ -384,17 +437,32 @@ class ReaderGenerator:
         commit_kv(request.cache, prefix_length, [0, *(node + 1 for node in path)])
         stats.verify_time_s += time.perf_counter() - start
 
+        self._record_acceptance(request, tree, buckets, children, path)
+        return self._emit(request, [*(tree.token_ids[n] for n in path), bonus])
+
+    def _record_acceptance(
+        self,
+        request: _Request,
+        tree: DraftTree,
+        buckets: list[Bucket],
+        children: list[dict[int, int]],
+        path: list[int],
+    ) -> None:
+        """Feed the step's outcome to the calibrator and the request's counters."""
         if buckets:
             self.calibrator.update(_outcomes(children, path, buckets))
+        stats = request.stats
         for node in path:
             source = tree.sources[node]
             stats.accepted_by_source[source] = stats.accepted_by_source.get(source, 0) + 1
         stats.accepted_draft_tokens += len(path)
-        return self._emit(request, [*(tree.token_ids[n] for n in path), bonus])
 
     def _draft(
-        self, request: _Request, max_depth: int, oracle: bool
+        self, request: _Request, max_depth: int, oracle: bool, size_by_cost: bool = True
     ) -> tuple[DraftTree, list[Bucket]]:
+        """Draft the tree of one step. With ``size_by_cost``, the tree is cut to the size that
+        maximizes expected tokens per unit of forward cost for this request alone; the batch loop
+        sizes all trees of a step together instead."""
         if not request.sources or max_depth < 1:
             return DraftTree(), []
         candidates = [source.propose(max_depth) for source in request.sources]
@@ -410,8 +478,9 @@ class ReaderGenerator:
         max_nodes = self.draft.max_nodes
         step_cost = None
         if max_nodes is None:
-            step_cost = self.cost_model
-            max_nodes = step_cost.max_tokens - 1
+            max_nodes = self.cost_model.max_tokens - 1
+            if size_by_cost:
+                step_cost = self.cost_model
         return build_draft_tree(
             candidates,
             self.calibrator,

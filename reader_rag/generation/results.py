@@ -29,6 +29,10 @@ class GenerationStats:
     verify_time_s: float = 0.0
     """Time in target forward passes after the prefill."""
     total_time_s: float = 0.0
+    batch_size: int = 1
+    """Requests decoded together with this one (1 outside ``generate_batch``)."""
+    compaction_time_s: float = 0.0
+    """Time the batch spent compacting its KV cache (shared by all its requests)."""
 
     @property
     def tokens_per_step(self) -> float:

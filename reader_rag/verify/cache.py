@@ -102,6 +102,29 @@ class GrowableLayer(DynamicLayer):
         self._key_buffer = self._value_buffer = None
         self._length = 0
 
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep only the batch rows ``indices`` (requests that leave the batch free their rows)."""
+        if not self.is_initialized:
+            return
+        self._key_buffer = self._key_buffer[indices]
+        self._value_buffer = self._value_buffer[indices]
+        self._set_length(self._length)
+
+    def gather_slots(self, slots: torch.Tensor) -> None:
+        """Rebuild the layer from ``slots`` ``(batch, length)``: row b keeps slots[b] in order."""
+        if not self.is_initialized:
+            return
+        batch, heads, _, dim = self._key_buffer.shape
+        length = slots.shape[1]
+        index = slots.to(self._key_buffer.device)[:, None, :, None].expand(batch, heads, length, dim)
+        capacity = max(self._initial_capacity, 2 * length)
+        for name in ("_key_buffer", "_value_buffer"):
+            old = getattr(self, name)
+            grown = self._allocate(old, capacity)
+            grown[:, :, :length] = torch.gather(old[:, :, : self._length], 2, index)
+            setattr(self, name, grown)
+        self._set_length(length)
+
 
 def new_cache() -> Cache:
     """Return an empty KV cache whose layers grow in place (see :class:`GrowableLayer`)."""
