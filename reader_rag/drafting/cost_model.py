@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import statistics
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -109,24 +108,24 @@ class CostModel:
 
     @classmethod
     def measure(
-        cls, time_forward, sizes: Sequence[int], repeats: int = 3, warmup: int = 1
+        cls, time_forward, sizes: Sequence[int], rounds: int = 5, warmup: int = 1
     ) -> CostModel:
         """Time ``time_forward(n)`` (one forward pass over n tokens) at each size.
 
-        Takes the median of ``repeats`` runs after ``warmup`` runs, so one noisy run does not
-        shape the curve.
+        The sizes are timed in turns, ``rounds`` times each, and each size keeps its fastest run.
+        Other processes only ever add time, so the minimum is the least noisy estimate, and
+        taking turns spreads any slow period over all sizes instead of one.
         """
-        seconds = {}
         for n in sizes:
             for _ in range(warmup):
                 time_forward(n)
-            runs = []
-            for _ in range(repeats):
+        best = {n: float("inf") for n in sizes}
+        for _ in range(rounds):
+            for n in sizes:
                 start = time.perf_counter()
                 time_forward(n)
-                runs.append(time.perf_counter() - start)
-            seconds[n] = statistics.median(runs)
-        model = cls(seconds)
+                best[n] = min(best[n], time.perf_counter() - start)
+        model = cls(best)
         logger.info(
             "measured forward cost relative to 1 token: %s",
             ", ".join(f"{n}: {model(n):.2f}" for n in sizes),

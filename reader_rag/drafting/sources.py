@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from reader_rag.index.request_index import RequestIndex
 
-__all__ = ["Candidate", "DraftSource", "RequestIndexSource", "match_weight"]
+__all__ = ["Candidate", "CorpusSource", "DraftSource", "RequestIndexSource", "match_weight"]
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,14 @@ class RequestIndexSource:
         self.max_match_length = max_match_length
         self.max_occurrences = max_occurrences
 
+        self.last_match_length = 0
+        """Longest match found by the last ``propose`` call; 0 when there was none."""
+
     def propose(self, max_depth: int) -> list[Candidate]:
         matches = self.index.find_matches(
             self.min_match_length, self.max_match_length, self.max_occurrences
         )
+        self.last_match_length = matches[0].length if matches else 0
         candidates = []
         for match in matches:
             tokens = self.index.continuation(match.end, max_depth)
@@ -81,3 +85,43 @@ class RequestIndexSource:
                     Candidate(tuple(tokens), match_weight(match.length), match.length, self.name)
                 )
         return candidates
+
+
+class CorpusSource:
+    """Continuations found in the corpus datastore of a whole document store.
+
+    The datastore is consulted only when the request's own index matched fewer than
+    ``skip_above`` tokens, because a long match inside the request predicts better than the
+    corpus and the suffix-array search costs about a millisecond per step.
+    """
+
+    name = "corpus"
+
+    def __init__(
+        self,
+        datastore,
+        request_source: RequestIndexSource,
+        min_match_length: int = 2,
+        max_match_length: int = 32,
+        max_occurrences: int = 64,
+        skip_above: int = 8,
+    ) -> None:
+        self.datastore = datastore
+        self.request_source = request_source
+        self.min_match_length = min_match_length
+        self.max_match_length = max_match_length
+        self.max_occurrences = max_occurrences
+        self.skip_above = skip_above
+
+    def propose(self, max_depth: int) -> list[Candidate]:
+        if self.request_source.last_match_length >= self.skip_above:
+            return []
+        context = self.request_source.index.tail(self.max_match_length)
+        length, lo, hi = self.datastore.longest_match(context, self.max_match_length)
+        if length < self.min_match_length:
+            return []
+        continuations = self.datastore.continuations(
+            lo, hi, length, max_depth, self.max_occurrences
+        )
+        weight = match_weight(length)
+        return [Candidate(tuple(c), weight, length, self.name) for c in continuations if c]

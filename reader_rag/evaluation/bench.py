@@ -28,7 +28,7 @@ from reader_rag.config import GenerationConfig
 from reader_rag.evaluation.datasets import BenchmarkPrompt
 from reader_rag.generation.generator import ReaderGenerator
 
-__all__ = ["METHODS", "MethodTotals", "run_benchmark"]
+__all__ = ["METHODS", "MethodTotals", "run_batch_benchmark", "run_benchmark"]
 
 logger = logging.getLogger(__name__)
 
@@ -242,3 +242,145 @@ def _version(package: str) -> str:
     from importlib.metadata import version
 
     return version(package)
+
+
+def run_batch_benchmark(
+    generator: ReaderGenerator,
+    prompts: Sequence[BenchmarkPrompt],
+    batch_size: int,
+    max_new_tokens: int,
+    progress: bool = True,
+) -> dict:
+    """Compare ``generate_batch`` with Hugging Face batched greedy ``generate`` (left padding).
+
+    Both run on the same batches, one after the other, in an order that alternates between
+    batches. ``identical_rate`` compares each request's output ids with single-request greedy
+    ``generate``, the reference that neither batch method may change; it is reported for the
+    Hugging Face batch too, whose padding can change rounding. Memory is the KV cache at its
+    peak, computed from tensor shapes (bytes), for both methods.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    model = generator.model
+    config = GenerationConfig(max_new_tokens=max_new_tokens)
+    encoded = [
+        (
+            generator.encode_prompt([{"role": "user", "content": p.prompt}]),
+            generator.encode_documents(list(p.passages)),
+        )
+        for p in prompts
+    ]
+    _warm_up(generator, encoded[0][0], ["greedy"])
+    references = []
+    for prompt_ids, _ in _progress(encoded, progress):
+        with torch.inference_mode():
+            output = model.generate(
+                torch.tensor([prompt_ids], device=model.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+            )
+        references.append(output[0, len(prompt_ids) :].tolist())
+
+    totals = {"hf_batch": MethodTotals(), "reader": MethodTotals()}
+    compaction_seconds = 0.0
+    kv_peak = {"hf_batch": 0, "reader": 0}
+    entry_bytes = _kv_bytes_per_slot(model)
+    batches = [range(i, min(i + batch_size, len(prompts))) for i in range(0, len(prompts), batch_size)]
+    for number, batch in enumerate(_progress(batches, progress)):
+        order = ["hf_batch", "reader"] if number % 2 == 0 else ["reader", "hf_batch"]
+        for method in order:
+            if method == "hf_batch":
+                ids, seconds, slots = _hf_batch(generator, [encoded[i][0] for i in batch], max_new_tokens)
+                kv_peak[method] = max(kv_peak[method], slots * len(batch) * entry_bytes)
+            else:
+                start = time.perf_counter()
+                results = generator.generate_batch_ids(
+                    [encoded[i][0] for i in batch], [encoded[i][1] for i in batch], config
+                )
+                seconds = time.perf_counter() - start
+                ids = [r.token_ids for r in results]
+                compaction_seconds += results[0].stats.compaction_time_s
+                kv_peak[method] = max(
+                    kv_peak[method], results[0].stats.peak_slots * len(batch) * entry_bytes
+                )
+                totals[method].forward_passes += sum(r.stats.forward_passes for r in results)
+            totals[method].seconds += seconds
+            totals[method].prompts += len(batch)
+            for i, out in zip(batch, ids):
+                totals[method].new_tokens += len(out)
+                totals[method].identical += int(out == references[i])
+    hf_rate = totals["hf_batch"].new_tokens / totals["hf_batch"].seconds
+    report = {
+        "methods": {
+            name: {
+                **{k: v for k, v in t.summary(hf_rate).items() if k != "speedup_vs_greedy"},
+                "speedup_vs_hf_batch": (t.new_tokens / t.seconds) / hf_rate,
+                "kv_cache_peak_bytes": kv_peak[name],
+            }
+            for name, t in totals.items()
+        },
+        "config": {
+            "model": generator.name,
+            "dtype": str(generator.dtype),
+            "threads": torch.get_num_threads(),
+            "batch_size": batch_size,
+            "max_new_tokens": max_new_tokens,
+            "prompts": len(prompts),
+            "question_ids": [p.question_id for p in prompts],
+        },
+    }
+    report["methods"]["hf_batch"]["tokens_per_step"] = None  # not measured for generate
+    report["methods"]["reader"]["compaction_time_share"] = (
+        compaction_seconds / totals["reader"].seconds
+    )
+    return report
+
+
+def _hf_batch(generator: ReaderGenerator, prompt_ids: list[list[int]], max_new_tokens: int):
+    """Run Hugging Face batched greedy ``generate`` with left padding; return ids, seconds, slots."""
+    model = generator.model
+    pad = generator.tokenizer.pad_token_id
+    if pad is None:
+        pad = generator.tokenizer.eos_token_id
+    width = max(len(ids) for ids in prompt_ids)
+    input_ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(prompt_ids), width), dtype=torch.long)
+    for b, ids in enumerate(prompt_ids):
+        input_ids[b, width - len(ids) :] = torch.tensor(ids)
+        attention[b, width - len(ids) :] = 1
+    start = time.perf_counter()
+    with torch.inference_mode():
+        output = model.generate(
+            input_ids.to(model.device),
+            attention_mask=attention.to(model.device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+        )
+    seconds = time.perf_counter() - start
+    outputs = []
+    eos = set(_eos_list(model))
+    for row in output[:, width:].tolist():
+        # Finished rows are padded after their EOS; cut there, as single-request decoding does.
+        for i, token in enumerate(row):
+            if token in eos:
+                row = row[: i + 1]
+                break
+        outputs.append(row)
+    return outputs, seconds, output.shape[1]
+
+
+def _eos_list(model) -> list[int]:
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        return []
+    return [eos] if isinstance(eos, int) else list(eos)
+
+
+def _kv_bytes_per_slot(model) -> int:
+    """Bytes of keys and values that one cached token takes in one batch row, all layers."""
+    config = model.config
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    element = next(model.parameters()).element_size()
+    return 2 * config.num_hidden_layers * heads * head_dim * element

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,12 +29,17 @@ from reader_rag.config import DraftConfig, GenerationConfig
 from reader_rag.drafting.builder import build_draft_tree, choose_tree_size
 from reader_rag.drafting.calibration import AcceptanceCalibrator, Bucket
 from reader_rag.drafting.cost_model import CostModel
-from reader_rag.drafting.sources import Candidate, DraftSource, RequestIndexSource
+from reader_rag.drafting.sources import (
+    Candidate,
+    CorpusSource,
+    DraftSource,
+    RequestIndexSource,
+)
 from reader_rag.drafting.tree import DraftTree
 from reader_rag.generation.results import GenerationResult, GenerationStats, GenerationStream
 from reader_rag.generation.text import StopMatcher, TextStreamer, cut_at_stop
 from reader_rag.index.request_index import RequestIndex
-from reader_rag.models import load_model, resolve_dtype
+from reader_rag.models import load_model
 from reader_rag.verify.accept import walk_tree
 from reader_rag.verify.cache import commit_kv, new_cache, truncate_cache
 from reader_rag.verify.mask import tree_attention_inputs
@@ -121,6 +127,10 @@ class ReaderGenerator:
         self.draft = draft or DraftConfig()
         self.calibrator = AcceptanceCalibrator()
         self._cost_model = cost_model
+        self._cost_model_lock = threading.Lock()
+        self.datastore = None
+        """Optional corpus datastore (``reader_rag.index.datastore.CorpusDatastore``) that every
+        request drafts from when its own index matches only a few tokens."""
         config = model.config
         self.max_positions = int(getattr(config, "max_position_embeddings", 0) or 1 << 31)
         self.sliding_window = _sliding_window(config)
@@ -137,8 +147,7 @@ class ReaderGenerator:
     ) -> ReaderGenerator:
         """Load a model by built-in name, local folder, ``.gguf`` file or hub id (see ``models``)."""
         loaded = load_model(model, dtype=dtype, device=device)
-        name = f"{loaded.name}|{resolve_dtype(dtype)}"
-        return cls(loaded.model, loaded.tokenizer, name=name, draft=draft)
+        return cls(loaded.model, loaded.tokenizer, name=loaded.name, draft=draft)
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -229,11 +238,7 @@ class ReaderGenerator:
         together by the cost model, down to plain batched decoding when drafts would not pay.
         The KV cache is compacted when more than ``compaction_threshold`` of it is masked out.
         """
-        from reader_rag.generation.batch import decode_batch
-
         prompts = list(prompts)
-        if not prompts:
-            return []
         if documents is None:
             documents = [None] * len(prompts)
         if len(documents) != len(prompts):
@@ -248,20 +253,42 @@ class ReaderGenerator:
                 f"got {len(prompts)} prompts but {len(configs)} configs; pass one config or one "
                 "per prompt"
             )
+        return self.generate_batch_ids(
+            [self.encode_prompt(prompt) for prompt in prompts],
+            [self.encode_documents(docs) for docs in documents],
+            [_merge_config(config, options) for config in configs],
+            speculative,
+            compaction_threshold,
+        )
+
+    def generate_batch_ids(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        document_ids: Sequence[Sequence[Sequence[int]]] | None = None,
+        configs: GenerationConfig | Sequence[GenerationConfig] | None = None,
+        speculative: bool = True,
+        compaction_threshold: float = 0.5,
+    ) -> list[GenerationResult]:
+        """Like :meth:`generate_batch`, from token ids: one prompt and one list of documents per
+        request."""
+        from reader_rag.generation.batch import decode_batch
+
+        if not prompt_ids:
+            return []
+        if document_ids is None:
+            document_ids = [()] * len(prompt_ids)
+        if configs is None or isinstance(configs, GenerationConfig):
+            configs = [configs or GenerationConfig()] * len(prompt_ids)
         requests = [
-            self._start(
-                self.encode_prompt(prompt),
-                self.encode_documents(docs),
-                _merge_config(config, options),
-                speculative,
-            )
-            for prompt, docs, config in zip(prompts, documents, configs)
+            self._start(ids, docs, config, speculative)
+            for ids, docs, config in zip(prompt_ids, document_ids, configs, strict=True)
         ]
         batch_stats = decode_batch(self, requests, compaction_threshold)
         results = [self._result(request) for request in requests]
         for result in results:
             result.stats.batch_size = len(requests)
             result.stats.compaction_time_s = batch_stats.compaction_time_s
+            result.stats.peak_slots = batch_stats.peak_slots
         return results
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
@@ -298,7 +325,11 @@ class ReaderGenerator:
     @property
     def cost_model(self) -> CostModel:
         """The forward cost curve, measured once and cached on disk."""
-        if self._cost_model is None:
+        if self._cost_model is not None:
+            return self._cost_model
+        with self._cost_model_lock:  # concurrent first requests measure only once
+            if self._cost_model is not None:
+                return self._cost_model
             key = (
                 f"{self.name}|{self.dtype}|{self.device}|threads={torch.get_num_threads()}"
                 f"|torch={torch.__version__}|points={self.draft.cost_points}"
@@ -309,7 +340,7 @@ class ReaderGenerator:
                 cached = CostModel.measure(self._time_forward(), self.draft.cost_points)
                 cached.save(key)
             self._cost_model = cached
-        return self._cost_model
+            return cached
 
     # -- the decoding loop -----------------------------------------------------------------------
 
@@ -356,14 +387,22 @@ class ReaderGenerator:
         if speculative and self.draft.max_nodes != 0:
             if self.draft.max_nodes is None:
                 self.cost_model  # measure now, so that the first step's draft time excludes it
-            sources.append(
-                RequestIndexSource(
-                    index,
-                    self.draft.min_match_length,
-                    self.draft.max_match_length,
-                    self.draft.max_occurrences,
-                )
+            request_source = RequestIndexSource(
+                index,
+                self.draft.min_match_length,
+                self.draft.max_match_length,
+                self.draft.max_occurrences,
             )
+            sources.append(request_source)
+            if self.datastore is not None:
+                sources.append(
+                    CorpusSource(
+                        self.datastore,
+                        request_source,
+                        max_match_length=self.draft.max_match_length,
+                        max_occurrences=self.draft.max_occurrences,
+                    )
+                )
         eos = config.eos_token_ids
         if eos is None:
             eos = _eos_ids(self.model, self.tokenizer)
@@ -385,11 +424,16 @@ class ReaderGenerator:
     def _run(self, request: _Request, oracle: bool = False) -> Iterator[list[int]]:
         """Decode until the request finishes, yielding the tokens emitted by each step."""
         start = time.perf_counter()
+        # Inference mode is per thread, so it is entered for each step rather than around the
+        # yields: a stream may be resumed from another thread (an async framework's executor).
         try:
             with torch.inference_mode():
-                yield self._prefill(request)
-                while request.finish_reason is None:
-                    yield self._step(request, oracle)
+                emitted = self._prefill(request)
+            yield emitted
+            while request.finish_reason is None:
+                with torch.inference_mode():
+                    emitted = self._step(request, oracle)
+                yield emitted
         finally:
             request.stats.total_time_s = time.perf_counter() - start
 

@@ -33,6 +33,8 @@ class GenerationStats:
     """Requests decoded together with this one (1 outside ``generate_batch``)."""
     compaction_time_s: float = 0.0
     """Time the batch spent compacting its KV cache (shared by all its requests)."""
+    peak_slots: int = 0
+    """Longest KV cache row of the batch, in slots, masked slots included (batches only)."""
 
     @property
     def tokens_per_step(self) -> float:

@@ -150,9 +150,12 @@ class RequestIndex:
         if available < min_length or available < 1:
             return []
         top = min(self.key_length, available, max_length)
+        # A match longer than key_length is found through its last key_length tokens, so a
+        # min_length above top still searches the top key and filters by the extended length.
+        lowest = min(min_length, top)
         seen: set[int] = set()
         results: list[Match] = []
-        for n in range(top, min_length - 1, -1):
+        for n in range(top, lowest - 1, -1):
             positions = self._table.get(tuple(tokens[end - n + 1 : end + 1]))
             if not positions:
                 continue
@@ -162,7 +165,8 @@ class RequestIndex:
                     continue
                 seen.add(position)
                 length = self._extend_match(position, end, n, max_length)
-                level.append(Match(position, length))
+                if length >= min_length:
+                    level.append(Match(position, length))
             # Within one key, lengths can exceed n only at the top level or where a longer key
             # dropped old positions, so sort each level by length, then recency.
             level.sort(key=lambda m: (m.length, m.end), reverse=True)
