@@ -127,7 +127,8 @@ class ReaderGenerator:
         self.draft = draft or DraftConfig()
         self.calibrator = AcceptanceCalibrator()
         self._cost_model = cost_model
-        self._cost_model_lock = threading.Lock()
+        self._cost_model_lock = threading.RLock()
+        self._tree_attention_ok: bool | None = None
         self.datastore = None
         """Optional corpus datastore (``reader_rag.index.datastore.CorpusDatastore``) that every
         request drafts from when its own index matches only a few tokens."""
@@ -323,6 +324,67 @@ class ReaderGenerator:
         return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     @property
+    def supports_tree_attention(self) -> bool:
+        """Whether the model honours custom 4D attention masks, checked once on first use.
+
+        Some attention implementations (flash attention, for one) ignore or reject a custom
+        mask, which would make tree verification wrong. The check verifies a two-branch tree
+        against plain causal passes over each branch. When it fails, requests decode without
+        speculation and a warning says why, so outputs stay exact.
+        """
+        if self._tree_attention_ok is None:
+            with self._cost_model_lock:
+                if self._tree_attention_ok is None:
+                    self._tree_attention_ok = self._check_tree_attention()
+        return self._tree_attention_ok
+
+    def _check_tree_attention(self) -> bool:
+        vocab = int(self.model.config.vocab_size)
+        prefix = [i % vocab for i in (11, 42, 7, 99)]
+        tree = DraftTree()
+        tree.add(5 % vocab, -1, 1.0, 0, "check")
+        tree.add(17 % vocab, 0, 1.0, 0, "check")
+        tree.add(23 % vocab, -1, 1.0, 0, "check")
+        root = 3 % vocab
+        try:
+            with torch.inference_mode():
+                cache = new_cache()
+                self.model(input_ids=torch.tensor([prefix], device=self.device), cache=cache,
+                           use_cache=True)
+                mask, positions = tree_attention_inputs(
+                    tree, len(prefix), self.dtype, self.device, self.sliding_window
+                )
+                ids = torch.tensor([[root, *tree.token_ids]], device=self.device)
+                tree_logits = self.model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+                    use_cache=True,
+                ).logits[0]
+                branches = {2: [root, tree.token_ids[0], tree.token_ids[1]],
+                            3: [root, tree.token_ids[2]]}
+                for row, branch in branches.items():
+                    sequential = self.model(
+                        input_ids=torch.tensor([prefix + branch], device=self.device)
+                    ).logits[0, -1]
+                    gap = float((sequential - tree_logits[row]).abs().max())
+                    tolerance = 1e-2 if self.dtype == torch.float32 else 0.5
+                    if not gap <= tolerance:
+                        logger.warning(
+                            "%s gives different logits with a tree attention mask (max gap %.3g "
+                            "with attention implementation %r); decoding without speculation. "
+                            "Load the model with attn_implementation='sdpa' or 'eager'.",
+                            self.name, gap, getattr(self.model.config, "_attn_implementation", None),
+                        )
+                        return False
+        except (RuntimeError, ValueError, TypeError) as error:
+            logger.warning(
+                "%s rejected a custom 4D attention mask (%s); decoding without speculation. "
+                "Load the model with attn_implementation='sdpa' or 'eager'.",
+                self.name, error,
+            )
+            return False
+        return True
+
+    @property
     def cost_model(self) -> CostModel:
         """The forward cost curve, measured once and cached on disk."""
         if self._cost_model is not None:
@@ -384,9 +446,9 @@ class ReaderGenerator:
         index.extend(prompt_ids)
 
         sources: list[DraftSource] = []
-        if speculative and self.draft.max_nodes != 0:
+        if speculative and self.draft.max_nodes != 0 and self.supports_tree_attention:
             if self.draft.max_nodes is None:
-                self.cost_model  # measure now, so that the first step's draft time excludes it
+                _ = self.cost_model  # measured now, so the first step's draft time excludes it
             request_source = RequestIndexSource(
                 index,
                 self.draft.min_match_length,
