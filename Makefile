@@ -31,13 +31,14 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: install
 	$(BIN)/reader-rag bench --dataset specbench-rag --limit 20 --max-new-tokens 128 \
 		--methods greedy,pld,reader,oracle --output docs/results/bench-rag-fp32.json
 
 docs: install
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 wiki-store: install
 	$(BIN)/reader-rag index build --wiki --specbench-passages --out $(STORE)

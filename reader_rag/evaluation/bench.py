@@ -257,7 +257,8 @@ def run_batch_benchmark(
     batches. ``identical_rate`` compares each request's output ids with single-request greedy
     ``generate``, the reference that neither batch method may change; it is reported for the
     Hugging Face batch too, whose padding can change rounding. Memory is the KV cache at its
-    peak, computed from tensor shapes (bytes), for both methods.
+    peak in bytes, computed from tensor shapes: the filled slots for both methods, and for
+    reader_rag also the allocated capacity, since its buffers grow by doubling.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
@@ -284,6 +285,7 @@ def run_batch_benchmark(
     totals = {"hf_batch": MethodTotals(), "reader": MethodTotals()}
     compaction_seconds = 0.0
     kv_peak = {"hf_batch": 0, "reader": 0}
+    kv_allocated = 0
     entry_bytes = _kv_bytes_per_slot(model)
     batches = [range(i, min(i + batch_size, len(prompts))) for i in range(0, len(prompts), batch_size)]
     for number, batch in enumerate(_progress(batches, progress)):
@@ -302,6 +304,9 @@ def run_batch_benchmark(
                 compaction_seconds += results[0].stats.compaction_time_s
                 kv_peak[method] = max(
                     kv_peak[method], results[0].stats.peak_slots * len(batch) * entry_bytes
+                )
+                kv_allocated = max(
+                    kv_allocated, results[0].stats.peak_capacity * len(batch) * entry_bytes
                 )
                 totals[method].forward_passes += sum(r.stats.forward_passes for r in results)
             totals[method].seconds += seconds
@@ -330,6 +335,7 @@ def run_batch_benchmark(
         },
     }
     report["methods"]["hf_batch"]["tokens_per_step"] = None  # not measured for generate
+    report["methods"]["reader"]["kv_cache_allocated_bytes"] = kv_allocated
     report["methods"]["reader"]["compaction_time_share"] = (
         compaction_seconds / totals["reader"].seconds
     )

@@ -40,6 +40,8 @@ class BatchStats:
     compactions: int = 0
     peak_slots: int = 0
     """Largest cache length reached, in slots per row."""
+    peak_capacity: int = 0
+    """Largest allocated cache capacity, in slots per row (buffers grow by doubling)."""
 
 
 @dataclass
@@ -70,6 +72,7 @@ def decode_batch(generator, requests: Sequence, compaction_threshold: float = 0.
             rows = _step(generator, rows, cache)
             stats.steps += 1
             stats.peak_slots = max(stats.peak_slots, rows.valid.shape[1])
+            stats.peak_capacity = max(stats.peak_capacity, _capacity(cache))
             rows = _drop_finished(rows, cache, start)
             if rows.requests and _waste(rows.valid) > compaction_threshold:
                 began = time.perf_counter()
@@ -224,6 +227,12 @@ def _drop_finished(rows: _Rows, cache, start: float) -> _Rows:
     for layer in cache.layers:
         layer.batch_select_indices(index.to(layer.keys.device))
     return _Rows([rows.requests[b] for b in keep], rows.valid[index], rows.positions[index])
+
+
+def _capacity(cache) -> int:
+    layer = cache.layers[0] if cache.layers else None
+    buffer = getattr(layer, "_key_buffer", None)
+    return 0 if buffer is None else buffer.shape[-2]
 
 
 def _waste(valid: torch.Tensor) -> float:

@@ -290,6 +290,7 @@ class ReaderGenerator:
             result.stats.batch_size = len(requests)
             result.stats.compaction_time_s = batch_stats.compaction_time_s
             result.stats.peak_slots = batch_stats.peak_slots
+            result.stats.peak_capacity = batch_stats.peak_capacity
         return results
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:

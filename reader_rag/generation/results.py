@@ -35,6 +35,8 @@ class GenerationStats:
     """Time the batch spent compacting its KV cache (shared by all its requests)."""
     peak_slots: int = 0
     """Longest KV cache row of the batch, in slots, masked slots included (batches only)."""
+    peak_capacity: int = 0
+    """Largest allocated KV cache row of the batch, in slots (batches only)."""
 
     @property
     def tokens_per_step(self) -> float:
