@@ -442,6 +442,12 @@ class ReaderGenerator:
                     self.draft.max_indexed_tokens,
                 )
                 break
+            if len(ids) > budget:
+                logger.warning(
+                    "documents exceed max_indexed_tokens=%d; a %d-token document is cut to its "
+                    "first %d tokens for drafting",
+                    self.draft.max_indexed_tokens, len(ids), budget,
+                )
             index.add_document(ids[:budget])
             budget -= len(ids)
         index.extend(prompt_ids)
