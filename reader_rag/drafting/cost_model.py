@@ -85,7 +85,12 @@ class CostModel:
 
     @classmethod
     def load_cached(cls, key: str) -> CostModel | None:
-        """Return the cached curve for ``key``, or ``None`` if there is none or it is unreadable."""
+        """Return the cached curve for ``key``, or ``None`` if there is none or it is unreadable.
+
+        NOTE: a curve measured while other processes loaded the CPU is cached as it is and can
+        make every tree look too expensive, which turns speculation off without an error. Delete
+        ``cost_models/`` under :func:`cache_dir` to measure again on a quiet machine.
+        """
         path = cls.cache_path(key)
         try:
             data = json.loads(path.read_text())

@@ -347,6 +347,8 @@ class _SettingTotals:
     seconds: float = 0.0
     forward_passes: int = 0
     draft_seconds: float = 0.0
+    verify_seconds: float = 0.0
+    drafted_nodes: int = 0
     identical: int = 0
     prompts: int = 0
     accepted_by_source: dict[str, int] = field(default_factory=dict)
@@ -357,6 +359,8 @@ class _SettingTotals:
         self.seconds += stats.total_time_s
         self.forward_passes += stats.forward_passes
         self.draft_seconds += stats.draft_time_s
+        self.verify_seconds += stats.verify_time_s
+        self.drafted_nodes += stats.drafted_nodes
         self.identical += int(identical)
         self.prompts += 1
         for source, count in stats.accepted_by_source.items():
@@ -376,6 +380,8 @@ class _SettingTotals:
             ),
             "draft_time_share": self.draft_seconds / self.seconds if self.seconds else None,
             "draft_ms_per_step": self.draft_seconds * 1e3 / steps if steps > 0 else None,
+            "verify_ms_per_step": self.verify_seconds * 1e3 / steps if steps > 0 else None,
+            "drafted_nodes_per_step": self.drafted_nodes / steps if steps > 0 else None,
             "accepted_by_source": dict(sorted(self.accepted_by_source.items())),
             "new_tokens": self.new_tokens,
             "seconds": self.seconds,
@@ -448,6 +454,8 @@ def run_datastore_benchmark(
                     "seconds": result.stats.total_time_s,
                     "new_tokens": result.stats.new_tokens,
                     "tokens_per_step": result.stats.tokens_per_step,
+                    "drafted_nodes": result.stats.drafted_nodes,
+                    "verify_time_s": result.stats.verify_time_s,
                     "identical": result.token_ids == reference,
                     "accepted_by_source": dict(result.stats.accepted_by_source),
                     "draft_time_s": result.stats.draft_time_s,
