@@ -381,7 +381,8 @@ def _add_index_parser(commands) -> None:
     )
     build.add_argument(
         "--add", action="store_true",
-        help="append the documents to the existing store at --out instead of building anew",
+        help="append the documents to the existing store at --out instead of building anew; "
+        "its corpus datastore is rebuilt over all chunks, or created unless --no-datastore",
     )
     build.add_argument(
         "--embedder", default=None, metavar="NAME_OR_PATH",
@@ -419,9 +420,6 @@ def _index_build(args) -> int:
     """Build a store at --out, or with --add append to it, and print a one-line summary."""
     import time
 
-    from reader_rag.models import load_tokenizer
-    from reader_rag.retrieval.store import DocumentStore
-
     if args.no_datastore and args.model is not None:
         raise ValueError("--model sets the datastore tokenizer, so it cannot go with --no-datastore")
     if args.add:
@@ -429,38 +427,54 @@ def _index_build(args) -> int:
     documents = _collect_documents(args)
     started = time.perf_counter()
     if args.add:
-        store = DocumentStore.load(args.out, args.embedder)
-        if args.no_datastore and store.datastore is not None:
-            raise ValueError(
-                f"store {str(args.out)!r} has a corpus datastore, which --add must rebuild over "
-                "all chunks; drop --no-datastore"
-            )
-        tokenizer = None if args.no_datastore else load_tokenizer(args.model)
-        added = store.add(documents, datastore_tokenizer=tokenizer, batch_size=args.batch_size)
-        action = f"added {added} chunks from {len(documents)} documents to"
+        store, added = _add_to_store(args, documents)
+        summary = f"added {added} chunks from {len(documents)} documents to store {args.out}"
     else:
-        tokenizer = None if args.no_datastore else load_tokenizer(args.model)
-        store = DocumentStore.build(
-            documents,
-            args.out,
-            args.embedder,
-            chunk_tokens=args.chunk_tokens,
-            overlap_tokens=32 if args.overlap_tokens is None else args.overlap_tokens,
-            index_type=args.index_type or "flat",
-            batch_size=args.batch_size,
-            datastore_tokenizer=tokenizer,
-        )
-        action = f"built from {len(documents)} documents:"
+        store = _build_store(args, documents)
+        summary = f"built store {args.out} from {len(documents)} documents"
     datastore = (
         f"corpus datastore of {store.datastore.num_tokens} tokens"
         if store.datastore is not None
         else "no corpus datastore"
     )
     print(
-        f"{action} {args.out} ({len(store)} chunks, {store.manifest['index_type']} index, "
-        f"{datastore}) in {time.perf_counter() - started:.1f} s"
+        f"{summary}: {len(store)} chunks, {store.manifest['index_type']} index, {datastore}, "
+        f"in {time.perf_counter() - started:.1f} s"
     )
     return 0
+
+
+def _build_store(args, documents):
+    from reader_rag.models import load_tokenizer
+    from reader_rag.retrieval.store import DocumentStore
+
+    tokenizer = None if args.no_datastore else load_tokenizer(args.model)
+    return DocumentStore.build(
+        documents,
+        args.out,
+        args.embedder,
+        chunk_tokens=args.chunk_tokens,
+        overlap_tokens=32 if args.overlap_tokens is None else args.overlap_tokens,
+        index_type=args.index_type or "flat",
+        batch_size=args.batch_size,
+        datastore_tokenizer=tokenizer,
+    )
+
+
+def _add_to_store(args, documents):
+    """Append to the store at --out; return the store and the number of chunks added."""
+    from reader_rag.models import load_tokenizer
+    from reader_rag.retrieval.store import DocumentStore
+
+    store = DocumentStore.load(args.out, args.embedder)
+    if args.no_datastore and store.datastore is not None:
+        raise ValueError(
+            f"store {str(args.out)!r} has a corpus datastore, which --add must rebuild over "
+            "all chunks; drop --no-datastore"
+        )
+    tokenizer = None if args.no_datastore else load_tokenizer(args.model)
+    added = store.add(documents, datastore_tokenizer=tokenizer, batch_size=args.batch_size)
+    return store, added
 
 
 def _check_add_options(args) -> None:

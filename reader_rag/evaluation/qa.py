@@ -575,6 +575,7 @@ def eval_config(generator, prompts, store, k, batch_size, max_new_tokens, baseli
         "prompts": len(prompts),
         "question_ids": [prompt.question_id for prompt in prompts],
         "draft": {name: value for name, value in vars(generator.draft).items()},
+        "cost_curve": {str(n): generator.cost_model(n) for n in generator.draft.cost_points},
         "torch": torch.__version__,
         "transformers": version("transformers"),
         "python": platform.python_version(),
