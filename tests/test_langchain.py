@@ -208,6 +208,88 @@ def test_chain_async_matches_plain(retriever, llm, questions, plain_answers) -> 
     assert "".join(recorder.tokens) == plain_answers[0]
 
 
+@pytest.fixture(scope="module")
+def batch_prompts(rag_rows) -> list[str]:
+    """Three prompts of different lengths: one, two and three passages before the question."""
+    return [
+        "\n".join(row.passages[:count]) + f"\n\nQ: {row.question}?\nA: "
+        for count, row in enumerate(rag_rows[:3], start=1)
+    ]
+
+
+@pytest.fixture
+def batch_calls(reader_generator, monkeypatch) -> list[int]:
+    """Record the number of prompts of every ``generate_batch`` call, which still runs."""
+    calls: list[int] = []
+    generate_batch = reader_generator.generate_batch
+
+    def recording_generate_batch(prompts, *args, **kwargs):
+        calls.append(len(prompts))
+        return generate_batch(prompts, *args, **kwargs)
+
+    monkeypatch.setattr(reader_generator, "generate_batch", recording_generate_batch)
+    return calls
+
+
+def test_batch_decodes_prompts_together(llm, batch_prompts, batch_calls) -> None:
+    singles = [llm.invoke(prompt, max_new_tokens=SHORT_MAX_NEW_TOKENS) for prompt in batch_prompts]
+    assert batch_calls == [], "a single invoke should not call generate_batch"
+    recorder = TokenRecorder()
+
+    outputs = llm.batch(
+        batch_prompts, config={"callbacks": [recorder]}, max_new_tokens=SHORT_MAX_NEW_TOKENS
+    )
+
+    assert outputs == singles
+    assert len(set(outputs)) == len(outputs), "distinct outputs catch swapped answers"
+    assert batch_calls == [3]
+    assert len(recorder.results) == 3
+    for result in recorder.results:
+        stats = result.generations[0][0].generation_info["reader_stats"]
+        assert stats["batch_size"] == 3
+
+
+def test_abatch_decodes_prompts_together(llm, batch_prompts, batch_calls) -> None:
+    stop = ["."]
+    recorder = TokenRecorder()
+
+    async def run() -> tuple[list[str], list[str]]:
+        singles = [
+            await llm.ainvoke(prompt, stop=stop, max_new_tokens=SHORT_MAX_NEW_TOKENS)
+            for prompt in batch_prompts
+        ]
+        outputs = await llm.abatch(
+            batch_prompts,
+            config={"callbacks": [recorder]},
+            stop=stop,
+            max_new_tokens=SHORT_MAX_NEW_TOKENS,
+        )
+        return singles, outputs
+
+    singles, outputs = asyncio.run(run())
+
+    assert outputs == singles
+    assert batch_calls == [3]
+    infos = [result.generations[0][0].generation_info for result in recorder.results]
+    assert [info["reader_stats"]["batch_size"] for info in infos] == [3, 3, 3]
+    assert "stop" in [info["finish_reason"] for info in infos], "the stop string should end one"
+    assert not any("." in output for output in outputs)
+
+
+def test_generate_reports_batch_size(llm, plain_llm, batch_prompts, batch_calls) -> None:
+    result = llm.generate(batch_prompts, max_new_tokens=SHORT_MAX_NEW_TOKENS)
+    plain = plain_llm.generate(batch_prompts, max_new_tokens=SHORT_MAX_NEW_TOKENS)
+
+    assert batch_calls == [3, 3]
+    for generations, plain_generations in zip(result.generations, plain.generations, strict=True):
+        [generation] = generations
+        [plain_generation] = plain_generations
+        assert generation.text == plain_generation.text
+        assert generation.generation_info["reader_stats"]["batch_size"] == 3
+        plain_stats = plain_generation.generation_info["reader_stats"]
+        assert plain_stats["forward_passes"] == plain_stats["new_tokens"]
+
+
 # The LLM alone
 
 

@@ -258,6 +258,37 @@ def test_per_call_options_override_fields(llm) -> None:
     assert llm.max_new_tokens == MAX_NEW_TOKENS
 
 
+def test_complete_batch_matches_complete(llm, rag_rows, concurrent_prompts) -> None:
+    prompts = concurrent_prompts[:3]
+    # One, two and three passages: each prompt drafts from its own documents.
+    documents = [list(row.passages[:count]) for count, row in enumerate(rag_rows[:3], start=1)]
+    singles = [
+        llm.complete(prompt, max_new_tokens=SHORT_MAX_NEW_TOKENS, draft_documents=own)
+        for prompt, own in zip(prompts, documents)
+    ]
+
+    responses = llm.complete_batch(prompts, documents, max_new_tokens=SHORT_MAX_NEW_TOKENS)
+    async_responses = asyncio.run(
+        llm.acomplete_batch(prompts, documents, max_new_tokens=SHORT_MAX_NEW_TOKENS)
+    )
+
+    assert [r.text for r in responses] == [r.text for r in singles]
+    assert [r.text for r in async_responses] == [r.text for r in singles]
+    for response, single in zip(responses, singles):
+        stats = response.additional_kwargs["reader_stats"]
+        single_stats = single.additional_kwargs["reader_stats"]
+        assert stats["batch_size"] == 3
+        assert stats["indexed_tokens"] == single_stats["indexed_tokens"]
+        assert response.additional_kwargs["finish_reason"] == (
+            single.additional_kwargs["finish_reason"]
+        )
+
+
+def test_complete_batch_rejects_mismatched_documents(llm) -> None:
+    with pytest.raises(ValueError, match="2 prompts but 1 document lists"):
+        llm.complete_batch(["a", "b"], [["doc"]])
+
+
 # Draft documents
 
 

@@ -14,8 +14,7 @@ from langchain_core.language_models.llms import LLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from pydantic import Field, PrivateAttr
 from reader_rag import GenerationConfig, GenerationResult, GenerationStream, ReaderGenerator
-
-from langchain_reader._threads import iterate_in_thread
+from reader_rag.generation.threads import iterate_in_thread
 
 __all__ = ["ReaderLLM"]
 
@@ -50,6 +49,11 @@ class ReaderLLM(LLM):
     ``repetition_penalty``, ``seed`` and ``speculative`` override the fields of the same name
     for that call. Other keywords raise ``TypeError``. Stop strings of the call and of the
     ``stop`` field both end generation.
+
+    ``batch``, ``abatch`` and ``generate`` with several prompts decode all prompts of the call
+    together in one ``ReaderGenerator.generate_batch`` loop. Each prompt still gets the output of
+    a single call, and its ``reader_stats["batch_size"]`` is the number of prompts decoded
+    together.
 
     Each generation's ``generation_info`` contains ``reader_stats`` (``GenerationStats.to_dict()``)
     and ``finish_reason``. In a stream they are on the last chunk only.
@@ -262,18 +266,39 @@ class ReaderLLM(LLM):
         )
 
     def _generate_batch(self, requests: Sequence[_Request]) -> list[GenerationResult]:
-        """Run requests one after another. Every call but a stream generates through here."""
-        # NOTE: sequential calls of generate() keep each output identical to a single call. A
-        # batched core API would go here, if its outputs match single calls.
-        return [
-            self._generator.generate(
+        """Generate every request of one call and return the results in request order.
+
+        Every call but a stream generates through here. One request decodes alone with
+        ``generate``. Several decode together with ``generate_batch``, one batched loop per
+        ``speculative`` setting, and each keeps its own prompt, draft documents and config.
+        ``generate_batch`` returns per request the output of ``generate``, up to floating-point
+        rounding of batched matrix products (exact in the float32 tests).
+        """
+        if len(requests) == 1:
+            [request] = requests
+            result = self._generator.generate(
                 request.prompt,
                 request.documents,
                 config=request.config,
                 speculative=request.speculative,
             )
-            for request in requests
-        ]
+            return [result]
+        results: list[GenerationResult | None] = [None] * len(requests)
+        for speculative in (True, False):
+            positions = [
+                i for i, request in enumerate(requests) if request.speculative == speculative
+            ]
+            if not positions:
+                continue
+            batch = self._generator.generate_batch(
+                [requests[i].prompt for i in positions],
+                [requests[i].documents for i in positions],
+                configs=[requests[i].config for i in positions],
+                speculative=speculative,
+            )
+            for i, result in zip(positions, batch, strict=True):
+                results[i] = result
+        return results  # type: ignore[return-value]
 
     def _open_stream(self, request: _Request) -> GenerationStream:
         return self._generator.stream(

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterator, Sequence
 from contextlib import aclosing, contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -27,8 +27,7 @@ from llama_index.core.llms.llm import LLM
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore
 from reader_rag import GenerationConfig, GenerationResult, GenerationStream, ReaderGenerator
 from reader_rag.generation import Prompt
-
-from llama_index.llms.reader._threads import iterate_in_thread
+from reader_rag.generation.threads import iterate_in_thread
 
 __all__ = ["DraftDocument", "ReaderLLM", "drafting_from"]
 
@@ -254,6 +253,53 @@ class ReaderLLM(LLM):
 
         return responses()
 
+    def complete_batch(
+        self,
+        prompts: Sequence[str],
+        documents: Sequence[Sequence[DraftDocument] | None] | None = None,
+        formatted: bool = False,
+        **kwargs: Any,
+    ) -> list[CompletionResponse]:
+        """Complete many prompts in one batched decode and return one response per prompt, in order.
+
+        ``documents`` contains each prompt's own draft documents: one list, or None, per prompt.
+        They add to the documents of a :func:`drafting_from` block and of a ``draft_documents``
+        keyword, which apply to every prompt. The other keywords are the per-call options of
+        ``complete`` and also apply to every prompt. Each response equals the response of
+        ``complete`` for its prompt, and its ``reader_stats["batch_size"]`` is the number of
+        prompts decoded together.
+
+        LlamaIndex's LLM interface has no batch method, so query engines never call this one.
+        NOTE: it fires no LlamaIndex callback or instrumentation event, unlike ``complete``.
+        """
+        prompts = list(prompts)
+        if documents is None:
+            documents = [None] * len(prompts)
+        if len(documents) != len(prompts):
+            raise ValueError(
+                f"got {len(prompts)} prompts but {len(documents)} document lists; pass one list "
+                "(or None) per prompt"
+            )
+        requests = []
+        for prompt, own_documents in zip(prompts, documents):
+            request = self._request(self._completion_prompt(prompt, formatted), kwargs)
+            own_texts = list(_document_texts(own_documents))
+            requests.append(replace(request, documents=request.documents + own_texts))
+        return [
+            CompletionResponse(text=result.text, additional_kwargs=_result_kwargs(result))
+            for result in self._generate_many(requests)
+        ]
+
+    async def acomplete_batch(
+        self,
+        prompts: Sequence[str],
+        documents: Sequence[Sequence[DraftDocument] | None] | None = None,
+        formatted: bool = False,
+        **kwargs: Any,
+    ) -> list[CompletionResponse]:
+        """Run :meth:`complete_batch` in a worker thread, without blocking the event loop."""
+        return await asyncio.to_thread(self.complete_batch, prompts, documents, formatted, **kwargs)
+
     # -- chat ------------------------------------------------------------------------------------
 
     @llm_chat_callback()
@@ -343,6 +389,22 @@ class ReaderLLM(LLM):
             request.documents,
             config=request.config,
             speculative=request.speculative,
+        )
+
+    def _generate_many(self, requests: Sequence[_Request]) -> list[GenerationResult]:
+        """Generate one request alone, or several in one ``generate_batch`` loop.
+
+        The requests of one call share one ``speculative`` setting, so the first one's applies.
+        """
+        if not requests:
+            return []
+        if len(requests) == 1:
+            return [self._generate(requests[0])]
+        return self._generator.generate_batch(
+            [request.prompt for request in requests],
+            [request.documents for request in requests],
+            configs=[request.config for request in requests],
+            speculative=requests[0].speculative,
         )
 
     def _open_stream(self, request: _Request) -> GenerationStream:

@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 
-from reader_rag import GenerationResult, GenerationStream
+from reader_rag.generation.results import GenerationResult, GenerationStream
 
 logger = logging.getLogger(__name__)
 
