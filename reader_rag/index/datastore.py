@@ -468,7 +468,7 @@ def read_info(path: Path) -> dict[str, Any]:
         raise DatastoreError(f"datastore file {str(path)!r} is missing; rebuild the datastore")
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise DatastoreError(
             f"datastore file {str(path)!r} is not valid JSON ({error}); rebuild the datastore"
         ) from None

@@ -59,7 +59,8 @@ def load_documents(paths: Sequence[str | os.PathLike[str]]) -> list[Document]:
         ValueError: a folder contains no files or only binary ones, or a file given directly
             is binary. Also raised when a file is not valid UTF-8, and the message then names
             the byte offset. A JSONL row that is not a JSON object with a string ``text``
-            field raises it too, naming the line number.
+            field raises it too, naming the line number, and so does a row that nests too
+            deeply to parse or contains a lone surrogate escape.
     """
     if isinstance(paths, (str, bytes, os.PathLike)):
         raise TypeError(
@@ -199,6 +200,11 @@ def parse_jsonl_row(line: str, path: Path, line_number: int) -> Document:
             f"{location} is not valid JSON ({error.msg} at column {error.colno}); "
             "each line must be one JSON object such as {\"text\": \"...\"}"
         ) from None
+    except RecursionError:
+        raise ValueError(
+            f"{location} nests JSON arrays or objects too deeply to parse; "
+            "each line must be one JSON object such as {\"text\": \"...\"}"
+        ) from None
     if not isinstance(row, dict):
         raise ValueError(
             f"{location} is a JSON {type(row).__name__}, not an object; "
@@ -215,6 +221,16 @@ def parse_jsonl_row(line: str, path: Path, line_number: int) -> Document:
             f"{location} has a \"text\" field of type {type(text).__name__}; "
             "it must be a string"
         )
+    # json.loads accepts an unpaired surrogate escape such as "\\ud800", but such a string is
+    # not valid Unicode: tokenizers and the UTF-8 chunk file of a store cannot encode it.
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{location} contains a lone surrogate escape such as \"\\ud800\", which is not "
+            "valid Unicode text; write each character outside the Basic Multilingual Plane as "
+            "a pair of \\uXXXX escapes or as UTF-8"
+        ) from None
 
     metadata = {name: row[name] for name in JSONL_METADATA_FIELDS if name in row}
     if row.get("id") is not None:

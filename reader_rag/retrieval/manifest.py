@@ -83,7 +83,7 @@ def read_manifest(store_path: Path) -> dict[str, Any]:
         )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise CorruptStoreError(
             f"{str(path)!r} is not valid JSON ({error}); rebuild the store with "
             "DocumentStore.build"
@@ -149,6 +149,7 @@ def verify_files(store_path: Path, files: dict[str, Any], check_hashes: bool) ->
     """
     fix = "rebuild the store with DocumentStore.build"
     for relative, expected in files.items():
+        check_file_entry(store_path, relative, expected)
         path = store_path / relative
         if not path.is_file():
             raise CorruptStoreError(f"store file {str(path)!r} is missing; {fix}")
@@ -163,6 +164,27 @@ def verify_files(store_path: Path, files: dict[str, Any], check_hashes: bool) ->
                 f"store file {str(path)!r} does not match its SHA-256 in the manifest, so it "
                 f"was changed or damaged; {fix}"
             )
+
+
+def check_file_entry(store_path: Path, relative: str, expected: Any) -> None:
+    """Raise CorruptStoreError unless one ``files`` entry names a path inside the store and
+    records an integer size and a SHA-256 string."""
+    parts = Path(relative).parts
+    if not parts or Path(relative).is_absolute() or ".." in parts:
+        raise CorruptStoreError(
+            f"{str(store_path / MANIFEST_FILE)!r} lists the file {relative!r}, which is outside "
+            "the store folder; rebuild the store with DocumentStore.build"
+        )
+    if not (
+        isinstance(expected, dict)
+        and is_instance_strict(expected.get("bytes"), (int,))
+        and isinstance(expected.get("sha256"), str)
+    ):
+        raise CorruptStoreError(
+            f"{str(store_path / MANIFEST_FILE)!r} has an invalid entry for {relative!r} in "
+            f"files (got {expected!r:.200}); each entry needs an integer 'bytes' and a "
+            "'sha256' string, so rebuild the store with DocumentStore.build"
+        )
 
 
 def file_sha256(path: Path) -> str:

@@ -626,8 +626,40 @@ def read_index(path: Path, manifest: dict[str, Any]) -> faiss.Index:
             f"manifest records {manifest['num_chunks']} of dimension {manifest['dimension']}; "
             "rebuild the store with DocumentStore.build"
         )
+    check_index_type(index_path, index, manifest["index_type"], manifest["index_params"])
     apply_search_params(index, manifest["index_type"], manifest["index_params"])
     return index
+
+
+# Search parameters that each index type records in the manifest's index_params.
+SEARCH_PARAMS = {"flat": (), "ivf": ("nprobe",), "hnsw": ("ef_search",)}
+
+
+def check_index_type(
+    index_path: Path, index: faiss.Index, index_type: str, params: dict[str, Any]
+) -> None:
+    """Raise CorruptStoreError when the manifest's index type or search parameters do not fit
+    the FAISS index that was read."""
+    fix = "rebuild the store with DocumentStore.build"
+    kinds = {"flat": faiss.IndexFlat, "ivf": faiss.IndexIVF, "hnsw": faiss.IndexHNSW}
+    if index_type not in kinds:
+        raise CorruptStoreError(
+            f"the manifest of {str(index_path.parent)!r} records index_type {index_type!r}, "
+            f"which is not one of {', '.join(INDEX_TYPES)}; {fix}"
+        )
+    if not isinstance(index, kinds[index_type]):
+        raise CorruptStoreError(
+            f"the manifest of {str(index_path.parent)!r} records index_type {index_type!r}, but "
+            f"{str(index_path)!r} holds a {type(index).__name__}; {fix}"
+        )
+    for name in SEARCH_PARAMS[index_type]:
+        value = params.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CorruptStoreError(
+                f"the manifest of {str(index_path.parent)!r} records index_params {name}="
+                f"{value!r} for index_type {index_type!r}; it must be a positive integer, so "
+                f"{fix}"
+            )
 
 
 def read_chunks(path: Path, expected: int) -> list[Chunk]:
@@ -637,7 +669,9 @@ def read_chunks(path: Path, expected: int) -> list[Chunk]:
         for line_number, line in enumerate(file, start=1):
             try:
                 chunks.append(Chunk.from_json(json.loads(line.decode("utf-8"))))
-            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+            except (
+                UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, RecursionError
+            ) as error:
                 raise CorruptStoreError(
                     f"{str(path)!r} line {line_number} is not a valid chunk ({error!r}); "
                     "rebuild the store with DocumentStore.build"
