@@ -91,6 +91,12 @@ class DraftConfig:
     with a warning."""
     cost_points: tuple[int, ...] = field(default=(1, 2, 4, 8, 12, 16, 24, 32, 48, 64))
     """Tree sizes (tokens per forward pass) at which the cost model times the model."""
+    recycle_width: int = 4
+    """Recycled candidates offered per tree node: the model's top next tokens after the node's
+    token, from the latest verification pass that computed them. 0 turns token recycling off."""
+    history_tokens: int = 65_536
+    """Token budget of the response history, the generator's earlier outputs that later
+    requests draft from. 0 turns the history off."""
 
     def __post_init__(self) -> None:
         if self.max_nodes is not None and self.max_nodes < 0:
@@ -112,5 +118,9 @@ class DraftConfig:
             raise ValueError(
                 f"max_indexed_tokens must be at least 1, got {self.max_indexed_tokens}"
             )
+        for name in ("recycle_width", "history_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer of 0 or more, got {value!r}")
         if not self.cost_points or min(self.cost_points) != 1:
             raise ValueError(f"cost_points must include 1, got {self.cost_points}")

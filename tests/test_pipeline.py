@@ -190,6 +190,31 @@ def test_eval_given_batched(capsys, tmp_path, cli_generator) -> None:
     assert not report["datastore"]["used"]
 
 
+@pytest.mark.slow
+def test_eval_batch_size_keeps_answers(capsys, tmp_path, cli_generator) -> None:
+    reports = {}
+    for batch_size in (1, 3):
+        output = tmp_path / f"eval-batch{batch_size}.json"
+        status, _, err = run_cli(
+            capsys, "eval", "--limit", 3, "--batch-size", batch_size, "--max-new-tokens", 6,
+            "--output", output, "--no-progress",
+        )
+        assert status == 0, err
+        reports[batch_size] = json.loads(output.read_text())
+
+    single, batched = reports[1], reports[3]
+    assert single["config"]["batch_size"] == 1
+    assert batched["config"]["batch_size"] == 3
+    assert len(batched["per_prompt"]) == 3
+    for alone, together in zip(single["per_prompt"], batched["per_prompt"], strict=True):
+        assert together["question_id"] == alone["question_id"]
+        assert together["answer"] == alone["answer"], f"question {alone['question_id']} differs"
+        assert together["score"] == alone["score"]
+        assert together["identical"] == alone["identical"]
+    assert batched["exact_match"] == single["exact_match"]
+    assert batched["identical_rate"] == single["identical_rate"] == 1.0
+
+
 # CLI errors: one line on stderr and exit status 2.
 
 

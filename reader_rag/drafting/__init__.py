@@ -3,16 +3,28 @@
 from reader_rag.drafting.builder import build_draft_tree, choose_tree_size
 from reader_rag.drafting.calibration import AcceptanceCalibrator
 from reader_rag.drafting.cost_model import CostModel
-from reader_rag.drafting.sources import Candidate, DraftSource, RequestIndexSource
+from reader_rag.drafting.history import ResponseHistory
+from reader_rag.drafting.recycling import RecyclingTable
+from reader_rag.drafting.sources import (
+    Candidate,
+    CorpusSource,
+    DraftSource,
+    HistorySource,
+    RequestIndexSource,
+)
 from reader_rag.drafting.tree import DraftTree
 
 __all__ = [
     "AcceptanceCalibrator",
     "Candidate",
+    "CorpusSource",
     "CostModel",
     "DraftSource",
     "DraftTree",
+    "HistorySource",
+    "RecyclingTable",
     "RequestIndexSource",
+    "ResponseHistory",
     "build_draft_tree",
     "choose_tree_size",
 ]

@@ -75,6 +75,16 @@ class AcceptanceCalibrator:
                 if accepted:
                     self._accepted[bucket] = self._accepted.get(bucket, 0.0) + 1.0
 
+    def state(self) -> tuple[dict[Bucket, float], dict[Bucket, float]]:
+        """Return a copy of the counts, for :meth:`restore`."""
+        with self._lock:
+            return dict(self._tested), dict(self._accepted)
+
+    def restore(self, state: tuple[dict[Bucket, float], dict[Bucket, float]]) -> None:
+        """Return to the counts of an earlier :meth:`state`."""
+        with self._lock:
+            self._tested, self._accepted = dict(state[0]), dict(state[1])
+
     def snapshot(self) -> dict[Bucket, tuple[float, float]]:
         """Return (accepted, tested) per bucket, for reports and tests."""
         with self._lock:

@@ -46,6 +46,8 @@ class MethodTotals:
     identical: int = 0
     prompts: int = 0
     draft_seconds: float = 0.0
+    prefill_seconds: float = 0.0
+    accepted_by_source: dict[str, int] = field(default_factory=dict)
     per_prompt: list[dict] = field(default_factory=list)
 
     def summary(self, greedy_tokens_per_second: float | None) -> dict:
@@ -63,6 +65,10 @@ class MethodTotals:
         }
         if self.draft_seconds:
             data["draft_time_share"] = self.draft_seconds / self.seconds
+        if self.prefill_seconds:
+            data["prefill_time_share"] = self.prefill_seconds / self.seconds
+        if self.accepted_by_source:
+            data["accepted_by_source"] = dict(sorted(self.accepted_by_source.items()))
         return data
 
 
@@ -175,6 +181,11 @@ def _warm_up(generator: ReaderGenerator, prompt_ids: list[int], methods: Sequenc
                 do_sample=False,
                 prompt_lookup_num_tokens=PROMPT_LOOKUP_TOKENS,
             )
+    # The warm-up ran on the first prompt; what it taught the drafter must not help the
+    # measured run of that prompt.
+    generator.recycling.clear()
+    if generator.history is not None:
+        generator.history.clear()
 
 
 def _run_greedy(model, prompt_ids, max_new_tokens, counter, totals: MethodTotals) -> list[int]:
@@ -216,6 +227,9 @@ def _run_method(
         result = generator.generate_ids(prompt_ids, document_ids, config, oracle_ids=reference)
     stats = result.stats
     _add(totals, stats.new_tokens, stats.total_time_s, counter.count - before, stats.draft_time_s)
+    totals.prefill_seconds += stats.prefill_time_s
+    for source, count in stats.accepted_by_source.items():
+        totals.accepted_by_source[source] = totals.accepted_by_source.get(source, 0) + count
     return result.token_ids
 
 
@@ -272,6 +286,7 @@ def run_batch_benchmark(
         for p in prompts
     ]
     _warm_up(generator, encoded[0][0], ["greedy"])
+    generator.measure_costs(batch_size)
     references = []
     for prompt_ids, _ in _progress(encoded, progress):
         with torch.inference_mode():

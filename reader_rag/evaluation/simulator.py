@@ -15,25 +15,50 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
 from reader_rag.config import DraftConfig
 from reader_rag.drafting.builder import build_draft_tree
 from reader_rag.drafting.calibration import AcceptanceCalibrator
-from reader_rag.drafting.sources import RequestIndexSource
+from reader_rag.drafting.history import ResponseHistory
+from reader_rag.drafting.recycling import RecyclingTable
+from reader_rag.drafting.sources import HistorySource, RequestIndexSource
+from reader_rag.evaluation.datasets import BenchmarkPrompt
+from reader_rag.generation.generator import ReaderGenerator
 from reader_rag.index.request_index import RequestIndex
 from reader_rag.verify.accept import walk_tree
 
-__all__ = ["Recording", "ReplayResult", "load_recordings", "replay", "save_recordings"]
+__all__ = [
+    "REPLAY_VARIANTS",
+    "Recording",
+    "ReplayResult",
+    "format_replay_summary",
+    "load_recordings",
+    "record_greedy",
+    "replay",
+    "replay_report",
+    "save_recordings",
+]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class Recording:
-    """The inputs and plain greedy output of one request."""
+    """The inputs and plain greedy output of one request.
+
+    ``top_ids[p]`` and ``top_probabilities[p]``, when recorded, are the target's top-k next
+    tokens and their probabilities (softmax over the top-k logits) at the position that produced
+    ``output_ids[p]``. They feed the recycling table during replay.
+    """
 
     prompt_ids: list[int]
     document_ids: list[list[int]]
     output_ids: list[int]
+    top_ids: list[list[int]] | None = None
+    top_probabilities: list[list[float]] | None = None
 
 
 @dataclass
@@ -62,14 +87,28 @@ def replay(
     draft: DraftConfig,
     step_cost: Callable[[int], float],
     calibrator: AcceptanceCalibrator | None = None,
+    recycling: bool = False,
+    history: bool = False,
+    vocab_size: int = 1 << 17,
 ) -> ReplayResult:
     """Replay the drafter over ``recordings`` as greedy decoding would run it.
 
     The first output token comes from the prefill and counts as one step of cost 1, as in
     the generator. Each later step drafts a tree, accepts the longest path that agrees with the
     recorded output, and emits it plus one bonus token.
+
+    With ``recycling``, a recycling table learns from the recorded top-k of each position once
+    the step that computed it is over: the rows of the root and of the accepted path. Rows of
+    rejected nodes were never recorded, so the table learns from fewer rows than in the
+    generator. With ``history``, each recording's output joins a response history after its
+    replay, so later recordings draft from earlier outputs, as requests served one after
+    another would.
     """
     calibrator = calibrator or AcceptanceCalibrator()
+    recycling = recycling and draft.recycle_width > 0
+    history = history and draft.history_tokens > 0
+    table = RecyclingTable(vocab_size, max(8, draft.recycle_width)) if recycling else None
+    responses = ResponseHistory(vocab_size, draft.history_tokens) if history else None
     result = ReplayResult()
     for recording in recordings:
         index = RequestIndex(key_length=4, max_occurrences=draft.max_occurrences)
@@ -79,7 +118,13 @@ def replay(
         source = RequestIndexSource(
             index, draft.min_match_length, draft.max_match_length, draft.max_occurrences
         )
+        sources: list = [source]
+        if responses is not None:
+            sources.append(HistorySource(responses, source, max_occurrences=draft.max_occurrences))
+        learn = table is not None and recording.top_ids is not None
         output = recording.output_ids
+        if learn:
+            _learn(table, recording, recording.prompt_ids[-1:], 0)
         index.extend(output[:1])
         result.tokens += 1
         result.steps += 1
@@ -92,12 +137,15 @@ def replay(
                 max_nodes = draft.max_nodes if draft.max_nodes is not None else 63
                 cost = step_cost if draft.max_nodes is None else None
                 tree, buckets = build_draft_tree(
-                    [source.propose(max_depth)],
+                    [s.propose(max_depth) for s in sources],
                     calibrator,
                     max_nodes,
                     max_depth,
                     draft.probability_floor,
                     cost,
+                    recycling=table,
+                    root_token=output[position - 1],
+                    recycle_width=draft.recycle_width,
                 )
             size = len(tree)
             if size:
@@ -114,13 +162,63 @@ def replay(
             else:
                 path = []
             emitted = output[position : position + len(path) + 1]
+            if learn:
+                _learn(table, recording, output[position - 1 : position + len(path)], position)
             index.extend(emitted)
             position += len(emitted)
             result.tokens += len(emitted)
             result.steps += 1
             result.drafted_nodes += size
             result.cost += step_cost(size + 1)
+        if responses is not None:
+            responses.record(output)
     return result
+
+
+def _learn(table: RecyclingTable, recording: Recording, keys: Sequence[int], first: int) -> None:
+    """Store the recorded top-k of output positions ``first, first + 1, ...`` under ``keys``."""
+    rows = range(first, first + len(keys))
+    table.update_rows(
+        np.asarray(keys),
+        np.asarray([recording.top_ids[p] for p in rows], dtype=np.int32),
+        np.asarray([recording.top_probabilities[p] for p in rows], dtype=np.float32),
+    )
+
+
+def record_greedy(
+    generator: ReaderGenerator,
+    prompts: Sequence[BenchmarkPrompt],
+    max_new_tokens: int,
+    top_k: int = 8,
+    progress: bool = True,
+) -> list[Recording]:
+    """Decode each prompt greedily with Hugging Face ``generate`` and record the output with
+    the top-k of every position."""
+    recordings = []
+    for prompt in tqdm(prompts, desc="recording", unit="prompt", disable=not progress):
+        prompt_ids = generator.encode_prompt([{"role": "user", "content": prompt.prompt}])
+        input_ids = torch.tensor([prompt_ids], device=generator.device)
+        with torch.inference_mode():
+            output = generator.model.generate(
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
+        logits = torch.cat(output.logits).float()
+        values, indices = logits.topk(top_k, dim=-1)
+        recordings.append(
+            Recording(
+                prompt_ids=prompt_ids,
+                document_ids=generator.encode_documents(list(prompt.passages)),
+                output_ids=output.sequences[0, len(prompt_ids) :].tolist(),
+                top_ids=indices.tolist(),
+                top_probabilities=torch.softmax(values, dim=-1).tolist(),
+            )
+        )
+    return recordings
 
 
 def save_recordings(recordings: Sequence[Recording], path: str | Path) -> None:
@@ -131,6 +229,161 @@ def save_recordings(recordings: Sequence[Recording], path: str | Path) -> None:
 
 
 def load_recordings(path: str | Path) -> list[Recording]:
-    """Read recordings written by :func:`save_recordings`."""
+    """Read recordings written by :func:`save_recordings`.
+
+    Raises:
+        ValueError: the file holds no recordings, or a line is not a valid recording. The
+            message names the file and the line.
+    """
+    recordings = []
     with open(path, encoding="utf-8") as handle:
-        return [Recording(**json.loads(line)) for line in handle if line.strip()]
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                recordings.append(_parse_recording(json.loads(line)))
+            except (ValueError, TypeError) as error:
+                raise ValueError(
+                    f"{path}, line {number}: not a valid recording ({error}); delete the file "
+                    "to record it again"
+                ) from error
+    if not recordings:
+        raise ValueError(f"{path} contains no recordings; delete it to record them again")
+    return recordings
+
+
+def _parse_recording(row) -> Recording:
+    """Check the fields and shapes of one JSON row and return it as a :class:`Recording`."""
+    if not isinstance(row, dict):
+        raise ValueError("expected a JSON object")
+    unknown = set(row) - {"prompt_ids", "document_ids", "output_ids", "top_ids", "top_probabilities"}
+    if unknown:
+        raise ValueError(f"unknown fields {sorted(unknown)}")
+
+    def ids(value, name: str) -> list[int]:
+        if not isinstance(value, list) or not all(
+            isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value
+        ):
+            raise ValueError(f"{name} must be a list of non-negative integers")
+        return value
+
+    recording = Recording(
+        prompt_ids=ids(row.get("prompt_ids"), "prompt_ids"),
+        document_ids=[ids(d, "document_ids") for d in _list(row.get("document_ids"), "document_ids")],
+        output_ids=ids(row.get("output_ids"), "output_ids"),
+        top_ids=row.get("top_ids"),
+        top_probabilities=row.get("top_probabilities"),
+    )
+    if not recording.prompt_ids or not recording.output_ids:
+        raise ValueError("prompt_ids and output_ids must not be empty")
+    if (recording.top_ids is None) != (recording.top_probabilities is None):
+        raise ValueError("top_ids and top_probabilities come together")
+    if recording.top_ids is not None:
+        length = len(recording.output_ids)
+        top_ids = [ids(r, "top_ids") for r in _list(recording.top_ids, "top_ids")]
+        probabilities = _list(recording.top_probabilities, "top_probabilities")
+        widths = {len(r) for r in top_ids} | {
+            len(_list(r, "top_probabilities")) for r in probabilities
+        }
+        if len(top_ids) != length or len(probabilities) != length or len(widths) != 1:
+            raise ValueError(
+                "top_ids and top_probabilities need one row of equal width per output token"
+            )
+    return recording
+
+
+def _list(value, name: str) -> list:
+    if not isinstance(value, list):
+        raise ValueError(f"{name} must be a list")
+    return value
+
+
+REPLAY_VARIANTS = {
+    "suffix": (False, False),
+    "suffix+recycling": (True, False),
+    "suffix+history": (False, True),
+    "all": (True, True),
+}
+"""Source sets that :func:`replay_report` compares: (token recycling, response history)."""
+
+
+def replay_report(
+    recordings: Sequence[Recording],
+    step_cost: Callable[[int], float],
+    node_budgets: Sequence[int | None] = (8, 16, None),
+    vocab_size: int = 1 << 17,
+) -> dict:
+    """Replay every source set of :data:`REPLAY_VARIANTS` at each node budget.
+
+    A budget of ``None`` lets ``step_cost`` size every tree, as the generator does. Each replay
+    starts with a fresh calibrator, recycling table and history. Returns a JSON-ready dict with
+    one row per budget and source set.
+    """
+    if not recordings:
+        raise ValueError("no recordings to replay")
+    total = sum(len(r.output_ids) for r in recordings)
+    oracle = {}
+    rows = []
+    for budget in node_budgets:
+        config = DraftConfig(max_nodes=budget)
+        for name, (recycling, history) in REPLAY_VARIANTS.items():
+            result = replay(
+                recordings, config, step_cost, recycling=recycling, history=history,
+                vocab_size=vocab_size,
+            )
+            rows.append(
+                {
+                    "max_nodes": "cost model" if budget is None else budget,
+                    "sources": name,
+                    "tokens_per_step": result.tokens_per_step,
+                    "estimated_speedup": result.estimated_speedup,
+                    "accepted_by_source": dict(sorted(result.accepted_by_source.items())),
+                }
+            )
+        oracle[str(budget)] = _oracle_tokens_per_step(recordings, budget, step_cost)
+    for row in rows:
+        key = "None" if row["max_nodes"] == "cost model" else str(row["max_nodes"])
+        row["oracle_share"] = row["tokens_per_step"] / oracle[key]
+    return {"recordings": len(recordings), "output_tokens": total, "rows": rows, "oracle": oracle}
+
+
+def _oracle_tokens_per_step(
+    recordings: Sequence[Recording], budget: int | None, step_cost: Callable[[int], float]
+) -> float:
+    """Tokens per step when every step drafts the true continuation as a chain."""
+    from reader_rag.drafting.builder import choose_tree_size
+
+    max_depth = DraftConfig().max_depth
+    if budget is None:
+        chain = choose_tree_size([1.0] * max_depth, step_cost)
+    else:
+        chain = min(budget, max_depth)
+    tokens = steps = 0
+    for recording in recordings:
+        position = 0
+        while position < len(recording.output_ids):
+            if position == 0:
+                accepted = 0
+            else:
+                accepted = max(min(chain, len(recording.output_ids) - position - 1), 0)
+            position += accepted + 1
+            tokens += accepted + 1
+            steps += 1
+    return tokens / steps if steps else 0.0
+
+
+def format_replay_summary(report: dict) -> str:
+    """Return the replay report as a Markdown table."""
+    lines = [
+        f"{report['recordings']} recordings, {report['output_tokens']} output tokens",
+        "",
+        "| max nodes | sources | tokens/step | share of oracle | estimated speedup | accepted by source |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for row in report["rows"]:
+        accepted = ", ".join(f"{k} {v}" for k, v in row["accepted_by_source"].items())
+        lines.append(
+            f"| {row['max_nodes']} | {row['sources']} | {row['tokens_per_step']:.2f} "
+            f"| {row['oracle_share']:.1%} | {row['estimated_speedup']:.2f} | {accepted} |"
+        )
+    return "\n".join(lines)

@@ -446,7 +446,11 @@ def run_datastore_benchmark(
                 "greedy_seconds": seconds,
                 "greedy_ids": reference,
             }
+            # Every setting starts from the drafting state left by the earlier prompts, so no
+            # setting drafts from what the other one learned on this prompt.
+            state = generator.drafting_state()
             for setting in settings[shift:] + settings[:shift]:
+                generator.restore_drafting_state(state)
                 generator.datastore = datastore if setting == "on" else None
                 result = generator.generate_ids(prompt_ids, document_ids, config)
                 totals[setting].add(result, result.token_ids == reference)
@@ -524,6 +528,10 @@ def warm_up_settings(generator, prompt_ids, datastore, settings) -> None:
     for setting in settings:
         generator.datastore = datastore if setting == "on" else None
         generator.generate_ids(prompt_ids, [], short)
+    # The warm-up ran on the first prompt, so what it recorded must not help its measured runs.
+    generator.recycling.clear()
+    if generator.history is not None:
+        generator.history.clear()
 
 
 def draft_source_coverage(

@@ -113,6 +113,8 @@ def _prefill(generator, requests: list, cache) -> _Rows:
     for b, request in enumerate(requests):
         request.stats.forward_passes += 1
         request.stats.prefill_time_s = elapsed
+        if request.sources and generator.draft.recycle_width:
+            generator.recycling.update(request.prompt_ids[-1:], output.logits[b, -1:])
         token = generator._choose(request, output.logits[b, -1:], 0, [])
         generator._emit(request, [token])
     return _Rows(requests, valid, positions)
@@ -134,7 +136,9 @@ def _step(generator, rows: _Rows, cache) -> _Rows:
 
     began = time.perf_counter()
     if generator.draft.max_nodes is None:
-        size = choose_batch_tree_size([t.scores for t in trees], generator.cost_model)
+        size = choose_batch_tree_size(
+            [t.scores for t in trees], generator.batch_cost_model(batch)
+        )
     else:
         size = generator.draft.max_nodes
     for tree, buckets in zip(trees, tree_buckets):
@@ -176,6 +180,8 @@ def _step(generator, rows: _Rows, cache) -> _Rows:
         request.stats.verify_time_s += verify_time
         children = tree.children()
         row_logits = logits[b]
+        if request.sources and generator.draft.recycle_width:
+            generator.recycling.update(input_ids[b, : len(tree) + 1], row_logits[: len(tree) + 1])
         path, bonus = walk_tree(
             children,
             lambda row, path, r=request, x=row_logits, t=tree: generator._choose(

@@ -12,7 +12,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -29,10 +29,13 @@ from reader_rag.config import DraftConfig, GenerationConfig
 from reader_rag.drafting.builder import build_draft_tree, choose_tree_size
 from reader_rag.drafting.calibration import AcceptanceCalibrator, Bucket
 from reader_rag.drafting.cost_model import CostModel
+from reader_rag.drafting.history import ResponseHistory
+from reader_rag.drafting.recycling import RecyclingTable
 from reader_rag.drafting.sources import (
     Candidate,
     CorpusSource,
     DraftSource,
+    HistorySource,
     RequestIndexSource,
 )
 from reader_rag.drafting.tree import DraftTree
@@ -44,9 +47,15 @@ from reader_rag.verify.accept import walk_tree
 from reader_rag.verify.cache import commit_kv, new_cache, truncate_cache
 from reader_rag.verify.mask import tree_attention_inputs
 
-__all__ = ["Prompt", "ReaderGenerator"]
+__all__ = ["BATCH_COST_WIDTHS", "MAX_MEASURED_BATCH", "Prompt", "ReaderGenerator"]
 
 logger = logging.getLogger(__name__)
+
+BATCH_COST_WIDTHS = (1, 2, 3, 5, 9, 17)
+"""Tree widths (tokens per request) at which batched steps are timed."""
+
+MAX_MEASURED_BATCH = 16
+"""Largest batch size whose step cost is timed; larger batches scale its curve."""
 
 Prompt = str | Sequence[Mapping[str, str]]
 """A raw text prompt, or chat messages (``{"role": ..., "content": ...}``) for the chat template."""
@@ -128,11 +137,21 @@ class ReaderGenerator:
         self.calibrator = AcceptanceCalibrator()
         self._cost_model = cost_model
         self._cost_model_lock = threading.RLock()
+        self._batch_cost_models: dict[int, CostModel] = {}
         self._tree_attention_ok: bool | None = None
         self.datastore = None
         """Optional corpus datastore (``reader_rag.index.datastore.CorpusDatastore``) that every
         request drafts from when its own index matches only a few tokens."""
         config = model.config
+        vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.recycling = RecyclingTable(vocab_size, max(8, self.draft.recycle_width))
+        """Top next tokens per token, learned from the logits of every verification pass."""
+        self.history = (
+            ResponseHistory(vocab_size, self.draft.history_tokens)
+            if self.draft.history_tokens
+            else None
+        )
+        """Earlier outputs of speculative requests, which later requests draft from."""
         self.max_positions = int(getattr(config, "max_position_embeddings", 0) or 1 << 31)
         self.sliding_window = _sliding_window(config)
         self.dtype = next(model.parameters()).dtype
@@ -285,6 +304,8 @@ class ReaderGenerator:
             for ids, docs, config in zip(prompt_ids, document_ids, configs, strict=True)
         ]
         batch_stats = decode_batch(self, requests, compaction_threshold)
+        for request in requests:
+            self._remember(request)
         results = [self._result(request) for request in requests]
         for result in results:
             result.stats.batch_size = len(requests)
@@ -292,6 +313,27 @@ class ReaderGenerator:
             result.stats.peak_slots = batch_stats.peak_slots
             result.stats.peak_capacity = batch_stats.peak_capacity
         return results
+
+    def drafting_state(self) -> tuple:
+        """Return a copy of what drafting learned across requests: the acceptance calibrator,
+        the recycling table and the response history.
+
+        Benchmarks that decode one prompt several times restore it before each run, so that no
+        run drafts from what another run of the same prompt taught the generator.
+        """
+        history = None if self.history is None else self.history.snapshot()
+        return self.calibrator.state(), self.recycling.snapshot(), history
+
+    def restore_drafting_state(self, state: tuple) -> None:
+        """Return drafting to a state from :meth:`drafting_state`."""
+        calibrator, recycling, history = state
+        self.recycling.restore(recycling)  # checked first: it raises for another generator's state
+        self.calibrator.restore(calibrator)
+        if self.history is not None:
+            if history is None:
+                self.history.clear()
+            else:
+                self.history.restore(history)
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
         """Tokenize a raw prompt, or render chat messages with the tokenizer's chat template."""
@@ -391,19 +433,69 @@ class ReaderGenerator:
         if self._cost_model is not None:
             return self._cost_model
         with self._cost_model_lock:  # concurrent first requests measure only once
-            if self._cost_model is not None:
-                return self._cost_model
-            key = (
-                f"{self.name}|{self.dtype}|{self.device}|threads={torch.get_num_threads()}"
-                f"|torch={torch.__version__}|points={self.draft.cost_points}"
-            )
-            cached = CostModel.load_cached(key)
-            if cached is None:
-                logger.info("measuring the forward cost curve of %s once", self.name)
-                cached = CostModel.measure(self._time_forward(), self.draft.cost_points)
-                cached.save(key)
-            self._cost_model = cached
-            return cached
+            if self._cost_model is None:
+                self._cost_model = self._measured_cost(
+                    f"points={self.draft.cost_points}", self._time_forward(), self.draft.cost_points
+                )
+            return self._cost_model
+
+    def batch_cost_model(self, batch: int) -> Callable[[float], float]:
+        """Return the cost curve of one batched step by tree width (root plus nodes per request).
+
+        ``batch_cost_model(b)(w)`` is the cost of a step over ``b`` requests with ``w`` tokens
+        each, relative to a plain batched step (``w == 1``). Batch sizes are rounded up to a
+        power of two, and each is measured once and cached on disk. Each request attends to its
+        own cache, so attention takes a larger share of a batched step than of a single one, and
+        the single-request curve under-prices batched trees.
+
+        Sizes above :data:`MAX_MEASURED_BATCH` are not measured, because timing them takes
+        minutes and gigabytes. A step of ``b`` requests of width ``w`` does about the work of
+        ``MAX_MEASURED_BATCH`` requests of width ``w * b / MAX_MEASURED_BATCH``, so their costs
+        are read from the largest measured curve at that width.
+        """
+        if batch <= 1:
+            return self.cost_model
+        if batch > MAX_MEASURED_BATCH:
+            factor = batch / MAX_MEASURED_BATCH
+            largest = self.batch_cost_model(MAX_MEASURED_BATCH)
+            return lambda width: largest(width * factor) / largest(factor)
+        bucket = 1 << (batch - 1).bit_length()
+        model = self._batch_cost_models.get(bucket)
+        if model is not None:
+            return model
+        with self._cost_model_lock:
+            if bucket not in self._batch_cost_models:
+                self._batch_cost_models[bucket] = self._measured_cost(
+                    f"batch={bucket}|widths={BATCH_COST_WIDTHS}",
+                    self._time_batch_forward(bucket),
+                    BATCH_COST_WIDTHS,
+                )
+            return self._batch_cost_models[bucket]
+
+    def measure_costs(self, max_batch_size: int = 1) -> None:
+        """Measure (or load from the cache) every cost curve that batches of up to
+        ``max_batch_size`` requests use, so that no timed request pays for a measurement.
+
+        Requests leave a batch as they finish, so a batch passes through every smaller size.
+        """
+        _ = self.cost_model
+        size = 2
+        while size < 2 * min(max_batch_size, MAX_MEASURED_BATCH):
+            self.batch_cost_model(size)
+            size *= 2
+
+    def _measured_cost(self, variant: str, time_forward, sizes: Sequence[int]) -> CostModel:
+        attention = getattr(self.model.config, "_attn_implementation", None)
+        key = (
+            f"{self.name}|{self.dtype}|{self.device}|threads={torch.get_num_threads()}"
+            f"|torch={torch.__version__}|attention={attention}|{variant}"
+        )
+        cached = CostModel.load_cached(key)
+        if cached is None:
+            logger.info("measuring the forward cost of %s once (%s)", self.name, variant)
+            cached = CostModel.measure(time_forward, sizes)
+            cached.save(key)
+        return cached
 
     # -- the decoding loop -----------------------------------------------------------------------
 
@@ -466,10 +558,13 @@ class ReaderGenerator:
             if self.datastore is not None:
                 sources.append(
                     CorpusSource(
-                        self.datastore,
-                        request_source,
-                        max_match_length=self.draft.max_match_length,
-                        max_occurrences=self.draft.max_occurrences,
+                        self.datastore, request_source, max_match_length=self.draft.max_match_length
+                    )
+                )
+            if self.history is not None:
+                sources.append(
+                    HistorySource(
+                        self.history, request_source, max_match_length=self.draft.max_match_length
                     )
                 )
         eos = config.eos_token_ids
@@ -497,23 +592,33 @@ class ReaderGenerator:
         # yields: a stream may be resumed from another thread (an async framework's executor).
         try:
             with torch.inference_mode():
-                emitted = self._prefill(request)
+                emitted = self._prefill(request, oracle)
             yield emitted
             while request.finish_reason is None:
                 with torch.inference_mode():
                     emitted = self._step(request, oracle)
                 yield emitted
+            if not oracle:
+                self._remember(request)
         finally:
             request.stats.total_time_s = time.perf_counter() - start
 
-    def _prefill(self, request: _Request) -> list[int]:
+    def _prefill(self, request: _Request, oracle: bool = False) -> list[int]:
         start = time.perf_counter()
         input_ids = torch.tensor([request.prompt_ids], device=self.device)
         output = self.model(input_ids=input_ids, cache=request.cache, use_cache=True, logits_to_keep=1)
         request.stats.forward_passes += 1
         request.stats.prefill_time_s = time.perf_counter() - start
-        token = self._choose(request, output.logits[0, -1:], 0, [])
+        logits = output.logits[0, -1:]
+        if self.draft.recycle_width and request.sources and not oracle:
+            self.recycling.update(request.prompt_ids[-1:], logits)
+        token = self._choose(request, logits, 0, [])
         return self._emit(request, [token])
+
+    def _remember(self, request: _Request) -> None:
+        """Add a finished speculative request's output to the response history."""
+        if self.history is not None and request.sources:
+            self.history.record(request.generated)
 
     def _step(self, request: _Request, oracle: bool) -> list[int]:
         stats = request.stats
@@ -540,6 +645,8 @@ class ReaderGenerator:
             use_cache=True,
         )
         logits = output.logits[0]  # (q, vocab)
+        if self.draft.recycle_width and request.sources and not oracle:
+            self.recycling.update(input_ids[0], logits)
         stats.forward_passes += 1
         stats.drafted_nodes += len(tree)
 
@@ -579,15 +686,17 @@ class ReaderGenerator:
         if not request.sources or max_depth < 1:
             return DraftTree(), []
         candidates = [source.propose(max_depth) for source in request.sources]
-        if not any(candidates):
-            return DraftTree(), []
         if oracle:
+            if not candidates[0]:
+                return DraftTree(), []
             size = choose_tree_size([1.0] * max_depth, self.cost_model)
             tokens = candidates[0][0].tokens[:size]
             tree = DraftTree()
             for i, token in enumerate(tokens):
                 tree.add(token, i - 1, 1.0, 0, "oracle")
             return tree, []
+        if not any(candidates) and not self.draft.recycle_width:
+            return DraftTree(), []
         max_nodes = self.draft.max_nodes
         step_cost = None
         if max_nodes is None:
@@ -601,6 +710,9 @@ class ReaderGenerator:
             max_depth,
             self.draft.probability_floor,
             step_cost,
+            recycling=self.recycling if self.draft.recycle_width else None,
+            root_token=request.generated[-1],
+            recycle_width=self.draft.recycle_width,
         )
 
     def _choose(
@@ -680,6 +792,51 @@ class ReaderGenerator:
                     use_cache=True,
                 ).logits
                 logits.argmax(-1).tolist()  # include the host sync every real step has
+            truncate_cache(cache, prefix_length)
+
+        return time_forward
+
+
+    def _time_batch_forward(self, batch: int, prefix_length: int = 1000):
+        """Return a function that runs one batched forward pass of ``batch`` chains of n tokens
+        after cached prefixes of ``prefix_length`` tokens.
+
+        The cached prefixes hold random keys and values instead of a prefill, because a prefill
+        would take longer than all the timed passes together. A pass costs the same whatever the
+        values are. With the default length, a prefix and the widest timed pass fit in the
+        cache's initial 1,024 slots, so the buffers never double while timing.
+        """
+        config = self.model.config
+        vocab = int(config.vocab_size)
+        generator = torch.Generator().manual_seed(0)
+        prefix = torch.randint(0, vocab, (batch, prefix_length), generator=generator)
+        heads = int(config.num_attention_heads)
+        kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+        cache = new_cache()
+        shape = (batch, kv_heads, prefix_length, head_dim)
+        for layer in range(int(config.num_hidden_layers)):
+            states = torch.randn(shape, generator=generator).to(self.device, self.dtype)
+            cache.update(states, states.clone(), layer)
+
+        def time_forward(n: int) -> None:
+            tree = DraftTree()
+            for i in range(n - 1):
+                tree.add(int(prefix[0, i]), i - 1, 1.0, 0, "timing")
+            mask, positions = tree_attention_inputs(
+                tree, prefix_length, self.dtype, self.device, self.sliding_window
+            )
+            if isinstance(mask, dict):
+                mask = {name: m.expand(batch, -1, -1, -1) for name, m in mask.items()}
+            else:
+                mask = mask.expand(batch, -1, -1, -1)
+            ids = prefix[:, :n].to(self.device)
+            with torch.inference_mode():
+                logits = self.model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions.expand(batch, -1),
+                    cache=cache, use_cache=True,
+                ).logits
+                logits.argmax(-1).tolist()
             truncate_cache(cache, prefix_length)
 
         return time_forward

@@ -23,6 +23,9 @@ class GenerationStats:
     indexed_tokens: int = 0
     """Tokens in the request index at the start (documents and prompt)."""
     accepted_by_source: dict[str, int] = field(default_factory=dict)
+    """Accepted draft tokens by the source that drafted them: ``request`` (the request's own
+    index), ``recycle`` (token recycling), ``history`` (earlier answers), ``corpus`` (a store's
+    datastore) or ``oracle``."""
     prefill_time_s: float = 0.0
     draft_time_s: float = 0.0
     """Time spent building draft trees."""
