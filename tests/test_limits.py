@@ -621,3 +621,29 @@ def test_cli_invalid_generation_option(capsys, tmp_path, flag, value, field):
 
     assert status == 2
     assert_one_error_line(err, field, value if value != "0" else "got 0")
+
+
+@pytest.fixture(scope="module")
+def bf16_smollm2():
+    return ReaderGenerator.from_pretrained("smollm2", dtype="bf16")
+
+
+def test_bfloat16_tree_attention_check(bf16_smollm2):
+    # bfloat16 rounding moves logits by more than the float32 tolerance, but a correct mask
+    # keeps each tree row far closer to its own branch than an ignored mask would.
+    assert bf16_smollm2.supports_tree_attention
+
+
+def test_bfloat16_mask_ignoring_attention_falls_back(bf16_smollm2, caplog):
+    AttentionInterface.register(IGNORING_MASK_ATTENTION, causal_only_attention)
+    model = bf16_smollm2.model
+    previous = model.config._attn_implementation
+    model.set_attn_implementation(IGNORING_MASK_ATTENTION)
+    try:
+        generator = ReaderGenerator(model, bf16_smollm2.tokenizer, name="smollm2-bf16-causal-only")
+        with caplog.at_level(logging.WARNING, logger=GENERATOR_LOGGER):
+            supported = generator.supports_tree_attention
+    finally:
+        model.set_attn_implementation(previous)
+    assert not supported
+    assert "decoding without speculation" in caplog.text
