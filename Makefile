@@ -35,7 +35,7 @@ test: install
 
 bench: install
 	$(BIN)/reader-rag bench --dataset specbench-rag --limit 20 --max-new-tokens 128 \
-		--methods greedy,pld,reader,oracle --output docs/results/bench-rag-fp32.json
+		--methods greedy,pld,plain,reader,oracle --output runs/bench-rag-fp32.json
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not (args.verbose or args.debug):
+        # The progress bars of transformers and huggingface_hub, such as "Loading weights".
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         return args.handler(args)
     except KeyboardInterrupt:
@@ -118,7 +121,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dtype", default="float32", choices=["float32", "fp32", "bfloat16", "bf16"],
-        help="weight dtype (default float32, which keeps outputs bit-identical)",
+        help="weight dtype (default float32, where outputs match plain decoding up to rounding; "
+        "bfloat16 diverges far more often)",
     )
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda")
     parser.add_argument(
@@ -153,7 +157,7 @@ def _ask(args) -> int:
     if args.show_sources:
         raise ValueError("--show-sources lists retrieved chunks, so it needs --store STORE")
     if args.question is None:
-        if not args.documents:
+        if not args.documents or _is_path(args.documents[-1]):
             raise ValueError('missing question; usage: reader-rag ask --documents PATH... "question"')
         args.question = args.documents.pop()
 
@@ -171,6 +175,14 @@ def _ask(args) -> int:
     if args.stats:
         _print_ask_stats(generator, prompt, documents, config, result)
     return 0
+
+
+def _is_path(text: str) -> bool:
+    """Return whether ``text`` names an existing file or folder."""
+    try:
+        return Path(text).exists()
+    except (OSError, ValueError):  # too long for a file name, or a NUL byte
+        return False
 
 
 def _no_text_message(option: str, paths: list[str]) -> str:
@@ -644,7 +656,7 @@ def _add_bench_store_parser(commands) -> None:
         help="folder for the store that the benchmark builds (replaced if it is a store)",
     )
     bench_store.add_argument(
-        "--output", type=Path, default=Path("docs/results/store-bench-wiki.json"),
+        "--output", type=Path, default=Path("runs/store-bench-wiki.json"),
         help="JSON report path (default: %(default)s)",
     )
     bench_store.add_argument(

@@ -647,3 +647,12 @@ def test_bfloat16_mask_ignoring_attention_falls_back(bf16_smollm2, caplog):
         model.set_attn_implementation(previous)
     assert not supported
     assert "decoding without speculation" in caplog.text
+
+
+def test_cli_ask_without_question_names_it(capsys, tmp_path):
+    # The last --documents value is read as the question only when it is not a file, so a
+    # forgotten question fails instead of answering the file's path.
+    document = tmp_path / "bridge.txt"
+    document.write_text("The bridge opened in 1932.", encoding="utf-8")
+    assert cli.main(["ask", "--documents", str(document), "--max-new-tokens", "4"]) == 2
+    assert "missing question" in capsys.readouterr().err
