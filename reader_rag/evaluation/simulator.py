@@ -232,7 +232,7 @@ def load_recordings(path: str | Path) -> list[Recording]:
     """Read recordings written by :func:`save_recordings`.
 
     Raises:
-        ValueError: the file holds no recordings, or a line is not a valid recording. The
+        ValueError: the file contains no recordings, or a line is not a valid recording. The
             message names the file and the line.
     """
     recordings = []

@@ -24,7 +24,7 @@ class GenerationStats:
     """Tokens in the request index at the start (documents and prompt)."""
     accepted_by_source: dict[str, int] = field(default_factory=dict)
     """Accepted draft tokens by the source that drafted them: ``request`` (the request's own
-    index), ``recycle`` (token recycling), ``history`` (earlier answers), ``corpus`` (a store's
+    index), ``recycle`` (token recycling), ``history`` (earlier outputs), ``corpus`` (a store's
     datastore) or ``oracle``."""
     prefill_time_s: float = 0.0
     draft_time_s: float = 0.0
