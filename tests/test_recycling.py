@@ -58,7 +58,7 @@ def test_table_keeps_latest_top_k():
     assert table.next_tokens(1, 1)[0][0] == 0  # the latest row replaces the old one
 
 
-def test_table_ignores_unknown_and_out_of_range_tokens():
+def test_table_ignores_unknown_tokens():
     table = RecyclingTable(vocab_size=5, k=2)
     assert table.next_tokens(3, 2) == []
     assert table.next_tokens(-1, 2) == []
@@ -97,7 +97,7 @@ def test_recycling_extends_suffix_path():
     assert tree.sources[tree.token_ids.index(13)] == RECYCLE_SOURCE
 
 
-def test_recycled_root_children_merge_with_suffix_children():
+def test_recycled_root_children_merge():
     table = recycling_table({10: [(11, 0.8), (20, 0.2)]})
     candidates = [[Candidate((11, 12), 1.0, 6, "request")]]
     tree, _ = build_draft_tree(
@@ -129,7 +129,7 @@ def test_recycling_off_without_root_token():
 # -- response history -----------------------------------------------------------------------------
 
 
-def test_history_drafts_from_earlier_outputs_and_evicts_oldest():
+def test_history_drafts_and_evicts():
     history = ResponseHistory(vocab_size=100, max_tokens=12)
     history.record([1, 2, 3, 4, 5, 6])
     history.record([7])  # too short to draft from: ignored
@@ -157,7 +157,7 @@ def test_history_rejects_invalid_budget():
         ResponseHistory(vocab_size=10, max_tokens=0)
 
 
-def test_draft_config_rejects_negative_recycling_and_history():
+def test_draft_config_rejects_negatives():
     with pytest.raises(ValueError, match="recycle_width"):
         DraftConfig(recycle_width=-1)
     with pytest.raises(ValueError, match="history_tokens"):
@@ -181,7 +181,7 @@ def test_batch_tree_size_follows_width_cost():
 # -- simulator ------------------------------------------------------------------------------------
 
 
-def test_replay_learns_recycled_rows_only_after_computing_them():
+def test_replay_never_reads_ahead():
     # Output tokens never repeat and the documents are empty, so no drafter can know the next
     # token in advance. The recorded top-1 is always the true next token: a replay that read a
     # row before the step that computes it would accept drafts.
@@ -199,7 +199,7 @@ def test_replay_learns_recycled_rows_only_after_computing_them():
     assert result.accepted_by_source == {}
 
 
-def test_replay_recycles_rows_of_earlier_requests():
+def test_replay_recycles_earlier_requests():
     # Two requests write the same 40 distinct tokens. The second request's own index has never
     # seen them, but the table kept what the model wrote after each token in the first.
     output = list(range(100, 140))
@@ -224,7 +224,7 @@ def test_replay_recycles_rows_of_earlier_requests():
 # -- generator ------------------------------------------------------------------------------------
 
 
-def test_grouped_attention_is_bit_identical_to_sdpa(smollm2_generator):
+def test_grouped_attention_matches_sdpa(smollm2_generator):
     model = smollm2_generator.model
     assert model.config._attn_implementation == GROUPED_SDPA
     assert model.config.num_key_value_heads < model.config.num_attention_heads
@@ -256,7 +256,7 @@ def test_grouped_attention_is_bit_identical_to_sdpa(smollm2_generator):
     assert torch.equal(grouped[1], reference[1])  # tree pass with a 4D mask
 
 
-def test_batch_cost_model_is_relative_and_bucketed(reader_generator):
+def test_batch_cost_model_buckets(reader_generator):
     model = reader_generator.batch_cost_model(3)
     assert model is reader_generator.batch_cost_model(4)  # 3 rounds up to 4
     assert model(1) == 1.0
@@ -265,13 +265,12 @@ def test_batch_cost_model_is_relative_and_bucketed(reader_generator):
     assert reader_generator.batch_cost_model(1) is reader_generator.cost_model
 
 
-def test_history_and_recycling_learn_only_from_speculative_requests(smollm2_generator, rag_prompts):
+def test_only_speculative_requests_teach(smollm2_generator, rag_prompts):
     generator = smollm2_generator
     prompt = rag_prompts[0]
     messages = [{"role": "user", "content": "\n".join([*prompt.passages, prompt.question])}]
     config = GenerationConfig(max_new_tokens=12)
-    generator.recycling.clear()
-    generator.history.clear()
+    generator.forget_drafted_text()
 
     plain = generator.generate(messages, list(prompt.passages), config=config, speculative=False)
     assert len(generator.history) == 0
@@ -338,7 +337,7 @@ def test_cli_replay_rejects_bad_budget(capsys):
     assert "invalid budget '0'" in capsys.readouterr().err
 
 
-def test_drafting_state_restores_what_requests_taught(smollm2_generator, rag_prompts):
+def test_drafting_state_round_trip(smollm2_generator, rag_prompts):
     generator = smollm2_generator
     prompt = rag_prompts[1]
     messages = [{"role": "user", "content": "\n".join([*prompt.passages, prompt.question])}]
@@ -358,7 +357,7 @@ def test_drafting_state_restores_what_requests_taught(smollm2_generator, rag_pro
     assert generator.calibrator.snapshot() == calibrator_before
 
 
-def test_module_entry_point_runs_every_command():
+def test_module_entry_point_runs():
     import subprocess
     import sys
 
@@ -399,7 +398,7 @@ def test_load_recordings_rejects_bad_files(tmp_path, content, message):
     assert str(path) in str(raised.value)
 
 
-def test_cli_replay_bad_recordings_one_line(tmp_path, capsys):
+def test_cli_replay_bad_recordings(tmp_path, capsys):
     path = tmp_path / "recordings.jsonl"
     path.write_text("")
     assert main(["replay", "--recordings", str(path)]) == 2
@@ -409,20 +408,20 @@ def test_cli_replay_bad_recordings_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("value", [2.5, "4", True, -1])
-def test_draft_config_rejects_non_integer_widths(value):
+def test_draft_config_rejects_non_integers(value):
     with pytest.raises(ValueError, match="recycle_width must be an integer"):
         DraftConfig(recycle_width=value)
     with pytest.raises(ValueError, match="history_tokens must be an integer"):
         DraftConfig(history_tokens=value)
 
 
-def test_recycle_width_above_eight_widens_the_table():
+def test_wide_recycling_table():
     table = RecyclingTable(vocab_size=20, k=12)
     assert table.token_ids.shape == (20, 12)
     assert RecyclingTable(vocab_size=5, k=8).k == 5  # a tiny vocabulary caps k
 
 
-def test_restore_rejects_another_generators_state(smollm2_generator):
+def test_restore_rejects_foreign_state(smollm2_generator):
     generator = smollm2_generator
     calibrator_before = generator.calibrator.snapshot()
     foreign = (({}, {}), (np.zeros((10, 8), np.int32), np.zeros((10, 8), np.float32)), None)
@@ -431,7 +430,7 @@ def test_restore_rejects_another_generators_state(smollm2_generator):
     assert generator.calibrator.snapshot() == calibrator_before
 
 
-def test_large_batches_scale_the_largest_measured_curve(reader_generator):
+def test_large_batch_cost_scales(reader_generator):
     from reader_rag.generation.generator import MAX_MEASURED_BATCH
 
     cost = reader_generator.batch_cost_model(4 * MAX_MEASURED_BATCH)

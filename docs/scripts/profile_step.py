@@ -82,9 +82,11 @@ def profile(generator: ReaderGenerator, encoded, config: GenerationConfig) -> di
         (model, "forward"): "model forward",
     }
     originals = [(owner, name, getattr(owner, name)) for owner, name in labels]
+
     hooks = timers.time_module(model.lm_head, "  LM head (inside forward)")
     for layer in model.model.layers:
         hooks += timers.time_module(layer.self_attn, "  attention (inside forward)")
+
     steps = tokens = 0
     prefill = total = 0.0
     try:
@@ -106,6 +108,7 @@ def profile(generator: ReaderGenerator, encoded, config: GenerationConfig) -> di
         del generator._prefill
         for hook in hooks:
             hook.remove()
+
     decode = total - prefill
     parts = dict(timers.seconds)
     parts["other Python"] = decode - sum(v for k, v in parts.items() if not k.startswith("  "))

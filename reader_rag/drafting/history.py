@@ -44,7 +44,7 @@ class ResponseHistory:
         return self._tokens
 
     def record(self, token_ids: Sequence[int]) -> None:
-        """Add one output. Outputs shorter than 2 tokens are ignored: they cannot draft."""
+        """Add one output. Outputs shorter than 2 tokens are ignored, because they cannot draft."""
         output = tuple(int(t) for t in token_ids if 0 <= int(t) < self.vocab_size)
         output = output[-self.max_tokens :]
         if len(output) < 2:

@@ -181,11 +181,8 @@ def _warm_up(generator: ReaderGenerator, prompt_ids: list[int], methods: Sequenc
                 do_sample=False,
                 prompt_lookup_num_tokens=PROMPT_LOOKUP_TOKENS,
             )
-    # The warm-up ran on the first prompt; what it taught the drafter must not help the
-    # measured run of that prompt.
-    generator.recycling.clear()
-    if generator.history is not None:
-        generator.history.clear()
+    # The warm-up ran on the first prompt, so what it recorded must not help its measured run.
+    generator.forget_drafted_text()
 
 
 def _run_greedy(model, prompt_ids, max_new_tokens, counter, totals: MethodTotals) -> list[int]:

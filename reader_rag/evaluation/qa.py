@@ -344,9 +344,7 @@ def warm_up(generator, prompt: QAPrompt, baseline: str, batch_size: int = 1) -> 
     run_baseline(generator, [prompt], short, baseline)
     generator.measure_costs(batch_size)
     # The warm-up ran on the first prompt, so what it recorded must not help its measured run.
-    generator.recycling.clear()
-    if generator.history is not None:
-        generator.history.clear()
+    generator.forget_drafted_text()
 
 
 def batches(items: Sequence, size: int) -> list[Sequence]:

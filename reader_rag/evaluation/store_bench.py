@@ -529,9 +529,7 @@ def warm_up_settings(generator, prompt_ids, datastore, settings) -> None:
         generator.datastore = datastore if setting == "on" else None
         generator.generate_ids(prompt_ids, [], short)
     # The warm-up ran on the first prompt, so what it recorded must not help its measured runs.
-    generator.recycling.clear()
-    if generator.history is not None:
-        generator.history.clear()
+    generator.forget_drafted_text()
 
 
 def draft_source_coverage(

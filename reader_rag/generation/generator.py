@@ -324,6 +324,13 @@ class ReaderGenerator:
         history = None if self.history is None else self.history.snapshot()
         return self.calibrator.state(), self.recycling.snapshot(), history
 
+    def forget_drafted_text(self) -> None:
+        """Clear the recycling table and the response history, which contain tokens of earlier
+        requests. The acceptance calibrator keeps its counts, which contain no tokens."""
+        self.recycling.clear()
+        if self.history is not None:
+            self.history.clear()
+
     def restore_drafting_state(self, state: tuple) -> None:
         """Return drafting to a state from :meth:`drafting_state`."""
         calibrator, recycling, history = state
@@ -422,9 +429,9 @@ class ReaderGenerator:
                         input_ids=torch.tensor([prefix + branch], device=self.device)
                     ).logits[0, -1]
                     gap = float((sequential - tree_logits[row]).abs().max())
-                    # float32 rounding stays below 1e-2. In 16-bit types the rounding of a deep
-                    # model reaches several units, so there row 3, the row that a causal mask
-                    # changes, only has to be much closer to its branch than the causal pass is.
+                    # float32 rounding stays below 1e-2. In 16-bit types it reaches several units,
+                    # so row 3 (the row a causal mask changes) need only be much closer to its
+                    # branch than the causal pass is.
                     if self.dtype == torch.float32:
                         tolerance = 1e-2
                     elif row == 3:
