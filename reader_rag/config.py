@@ -97,6 +97,11 @@ class DraftConfig:
     history_tokens: int = 65_536
     """Token budget of the response history, the generator's earlier outputs that later
     requests draft from. 0 turns the history off."""
+    prompt_seed_tokens: int = 4_096
+    """At prefill, seed the recycling table with the model's top next tokens after each
+    distinct prompt token, scored over the token ids below this bound and the prompt's own
+    tokens. Byte-pair vocabularies give their most frequent tokens the lowest ids. 0 turns the
+    seeding off; it is also off when ``recycle_width`` is 0."""
 
     def __post_init__(self) -> None:
         if self.max_nodes is not None and self.max_nodes < 0:
@@ -118,7 +123,7 @@ class DraftConfig:
             raise ValueError(
                 f"max_indexed_tokens must be at least 1, got {self.max_indexed_tokens}"
             )
-        for name in ("recycle_width", "history_tokens"):
+        for name in ("recycle_width", "history_tokens", "prompt_seed_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer of 0 or more, got {value!r}")

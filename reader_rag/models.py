@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from reader_rag.drafting.cost_model import cache_dir
 
 __all__ = [
     "DEFAULT_MODEL",
+    "FinalHiddenStates",
     "LoadedModel",
     "PackedLinear",
     "load_model",
@@ -357,3 +359,45 @@ def use_grouped_sdpa(model: torch.nn.Module) -> bool:
     model.set_attn_implementation(GROUPED_SDPA)
     logger.info("attention switched to %s", GROUPED_SDPA)
     return True
+
+_capture = threading.local()
+_capture_lock = threading.Lock()
+_HOOKED = "_reader_rag_keeps_final_hidden"
+
+
+class FinalHiddenStates:
+    """Context manager that keeps the decoder's final hidden states of one forward pass.
+
+    The causal LM head computes logits for the last position only, but the decoder normalizes
+    the hidden states of every position. A forward hook on the decoder, registered once per
+    model, hands them to the capture that is active in the calling thread, so concurrent
+    requests on other threads neither see nor overwrite them. ``hidden`` stays ``None`` when
+    ``enabled`` is false or the model has no separate decoder module.
+    """
+
+    def __init__(self, model: torch.nn.Module, enabled: bool = True) -> None:
+        self.hidden: torch.Tensor | None = None
+        self._active = False
+        decoder = model.get_decoder() if enabled and hasattr(model, "get_decoder") else None
+        if decoder is None or decoder is model:
+            return
+        with _capture_lock:
+            if not getattr(decoder, _HOOKED, False):
+                decoder.register_forward_hook(_keep_final_hidden)
+                setattr(decoder, _HOOKED, True)
+        self._active = True
+
+    def __enter__(self) -> FinalHiddenStates:
+        if self._active:
+            _capture.target = self
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._active:
+            _capture.target = None
+
+
+def _keep_final_hidden(module, args, output) -> None:
+    target = getattr(_capture, "target", None)
+    if target is not None:
+        target.hidden = getattr(output, "last_hidden_state", None)

@@ -207,13 +207,14 @@ def test_tree_empty_inputs():
 
 def test_tree_floor_drops_rare_branch():
     calibrator = AcceptanceCalibrator()
-    # The raw ratios are 0.9 and 0.1, so the prior gives 0.54 and 0.06 before any outcome.
+    # The raw ratios are 0.9 and 0.1, so the prior gives 0.63 and 0.07 before any outcome.
     candidates = [[Candidate((1,), 9.0, 2, "request"), Candidate((2,), 1.0, 2, "request")]]
 
     tree, _ = build_draft_tree(candidates, calibrator, 10, 4, probability_floor=0.1)
 
     assert tree.token_ids == [1]
-    assert math.isclose(tree.scores[0], 0.6 * 0.9)
+    assert math.isclose(tree.scores[0], calibrator.prior_scale * 0.9)
+    assert calibrator.prior_scale == 0.7
 
 
 # -- choose_tree_size ---------------------------------------------------------------------------

@@ -2,9 +2,9 @@
 
 from reader_rag.drafting.builder import build_draft_tree, choose_tree_size
 from reader_rag.drafting.calibration import AcceptanceCalibrator
-from reader_rag.drafting.cost_model import CostModel
+from reader_rag.drafting.cost_model import AdaptiveCostModel, CostModel
 from reader_rag.drafting.history import ResponseHistory
-from reader_rag.drafting.recycling import RecyclingTable
+from reader_rag.drafting.recycling import RecyclingTable, prompt_rows
 from reader_rag.drafting.sources import (
     Candidate,
     CorpusSource,
@@ -16,6 +16,7 @@ from reader_rag.drafting.tree import DraftTree
 
 __all__ = [
     "AcceptanceCalibrator",
+    "AdaptiveCostModel",
     "Candidate",
     "CorpusSource",
     "CostModel",
@@ -27,4 +28,5 @@ __all__ = [
     "ResponseHistory",
     "build_draft_tree",
     "choose_tree_size",
+    "prompt_rows",
 ]

@@ -41,14 +41,17 @@ class AcceptanceCalibrator:
     """Estimate P(node accepted | parent accepted) from the outcomes of earlier steps.
 
     Args:
-        prior_scale: Before any outcome is seen, a bucket's estimate is ``prior_scale`` times
-            the bucket's mid ratio.
+        prior_scale: Before any outcome is seen, a node's estimate is ``prior_scale`` times its
+            raw ratio. An optimistic prior keeps drafting from buckets that have seen few
+            outcomes, so they get tested. In replays of 20 Spec-Bench RAG and summarization
+            outputs of SmolLM2, scales from 0.6 to 0.8 gave the same estimated speed and more
+            tokens per step as the scale rose; 0.7 is in the middle of that range.
         prior_strength: Pseudo-count of the prior; higher values adapt more slowly.
 
     Thread-safe: one calibrator can serve concurrent requests of one model.
     """
 
-    def __init__(self, prior_scale: float = 0.6, prior_strength: float = 4.0) -> None:
+    def __init__(self, prior_scale: float = 0.7, prior_strength: float = 4.0) -> None:
         self.prior_scale = prior_scale
         self.prior_strength = prior_strength
         self._tested: dict[Bucket, float] = {}

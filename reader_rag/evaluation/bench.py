@@ -153,6 +153,7 @@ def run_benchmark(
                 k: v for k, v in vars(generator.draft).items() if not k.startswith("_")
             },
             "cost_curve": {str(n): generator.cost_model(n) for n in generator.draft.cost_points},
+            "cost_slope_ratio_at_end": generator.step_cost.ratio,
             "torch": torch.__version__,
             "transformers": _version("transformers"),
             "python": platform.python_version(),

@@ -23,11 +23,12 @@ from reader_rag.config import DraftConfig
 from reader_rag.drafting.builder import build_draft_tree
 from reader_rag.drafting.calibration import AcceptanceCalibrator
 from reader_rag.drafting.history import ResponseHistory
-from reader_rag.drafting.recycling import RecyclingTable
+from reader_rag.drafting.recycling import RecyclingTable, prompt_rows
 from reader_rag.drafting.sources import HistorySource, RequestIndexSource
 from reader_rag.evaluation.datasets import BenchmarkPrompt
 from reader_rag.generation.generator import ReaderGenerator
 from reader_rag.index.request_index import RequestIndex
+from reader_rag.models import FinalHiddenStates
 from reader_rag.verify.accept import walk_tree
 
 __all__ = [
@@ -51,7 +52,9 @@ class Recording:
 
     ``top_ids[p]`` and ``top_probabilities[p]``, when recorded, are the target's top-k next
     tokens and their probabilities (softmax over the top-k logits) at the position that produced
-    ``output_ids[p]``. They feed the recycling table during replay.
+    ``output_ids[p]``. They feed the recycling table during replay. ``seed_keys``,
+    ``seed_ids`` and ``seed_probabilities``, when recorded, are the rows that the generator's
+    prefill stores for the prompt (see :func:`~reader_rag.drafting.recycling.prompt_rows`).
     """
 
     prompt_ids: list[int]
@@ -59,6 +62,9 @@ class Recording:
     output_ids: list[int]
     top_ids: list[list[int]] | None = None
     top_probabilities: list[list[float]] | None = None
+    seed_keys: list[int] | None = None
+    seed_ids: list[list[int]] | None = None
+    seed_probabilities: list[list[float]] | None = None
 
 
 @dataclass
@@ -100,7 +106,8 @@ def replay(
     With ``recycling``, a recycling table learns from the recorded top-k of each position once
     the step that computed it is over: the rows of the root and of the accepted path. Rows of
     rejected nodes were never recorded, so the table learns from fewer rows than in the
-    generator. With ``history``, each recording's output joins a response history after its
+    generator. A recording's prompt rows, when it has them and ``draft.prompt_seed_tokens`` is
+    not 0, enter the table before its first step, as the generator's prefill stores them. With ``history``, each recording's output joins a response history after its
     replay, so later recordings draft from earlier outputs, as requests served one after
     another would.
     """
@@ -124,6 +131,12 @@ def replay(
         learn = table is not None and recording.top_ids is not None
         output = recording.output_ids
         if learn:
+            if draft.prompt_seed_tokens and recording.seed_keys is not None:
+                table.update_rows(
+                    np.asarray(recording.seed_keys),
+                    np.asarray(recording.seed_ids, dtype=np.int32),
+                    np.asarray(recording.seed_probabilities, dtype=np.float32),
+                )
             _learn(table, recording, recording.prompt_ids[-1:], 0)
         index.extend(output[:1])
         result.tokens += 1
@@ -193,12 +206,18 @@ def record_greedy(
     progress: bool = True,
 ) -> list[Recording]:
     """Decode each prompt greedily with Hugging Face ``generate`` and record the output with
-    the top-k of every position."""
+    the top-k of every position, and the prompt rows that the generator's prefill stores."""
     recordings = []
+    weight = generator.model.get_output_embeddings().weight
     for prompt in tqdm(prompts, desc="recording", unit="prompt", disable=not progress):
         prompt_ids = generator.encode_prompt([{"role": "user", "content": prompt.prompt}])
         input_ids = torch.tensor([prompt_ids], device=generator.device)
         with torch.inference_mode():
+            with FinalHiddenStates(generator.model) as final:
+                generator.model(input_ids=input_ids, logits_to_keep=1)
+            keys, seed_ids, seed_probabilities = prompt_rows(
+                prompt_ids, final.hidden[0], weight, generator.draft.prompt_seed_tokens, top_k
+            )
             output = generator.model.generate(
                 input_ids,
                 attention_mask=torch.ones_like(input_ids),
@@ -216,6 +235,9 @@ def record_greedy(
                 output_ids=output.sequences[0, len(prompt_ids) :].tolist(),
                 top_ids=indices.tolist(),
                 top_probabilities=torch.softmax(values, dim=-1).tolist(),
+                seed_keys=keys.tolist(),
+                seed_ids=seed_ids.tolist(),
+                seed_probabilities=seed_probabilities.tolist(),
             )
         )
     return recordings
@@ -256,7 +278,10 @@ def _parse_recording(row) -> Recording:
     """Check the fields and shapes of one JSON row and return it as a :class:`Recording`."""
     if not isinstance(row, dict):
         raise ValueError("expected a JSON object")
-    unknown = set(row) - {"prompt_ids", "document_ids", "output_ids", "top_ids", "top_probabilities"}
+    unknown = set(row) - {
+        "prompt_ids", "document_ids", "output_ids", "top_ids", "top_probabilities",
+        "seed_keys", "seed_ids", "seed_probabilities",
+    }
     if unknown:
         raise ValueError(f"unknown fields {sorted(unknown)}")
 
@@ -273,6 +298,9 @@ def _parse_recording(row) -> Recording:
         output_ids=ids(row.get("output_ids"), "output_ids"),
         top_ids=row.get("top_ids"),
         top_probabilities=row.get("top_probabilities"),
+        seed_keys=row.get("seed_keys"),
+        seed_ids=row.get("seed_ids"),
+        seed_probabilities=row.get("seed_probabilities"),
     )
     if not recording.prompt_ids or not recording.output_ids:
         raise ValueError("prompt_ids and output_ids must not be empty")
@@ -289,7 +317,28 @@ def _parse_recording(row) -> Recording:
             raise ValueError(
                 "top_ids and top_probabilities need one row of equal width per output token"
             )
+    seeds = (recording.seed_keys, recording.seed_ids, recording.seed_probabilities)
+    if any(part is not None for part in seeds):
+        if any(part is None for part in seeds):
+            raise ValueError("seed_keys, seed_ids and seed_probabilities come together")
+        keys = ids(recording.seed_keys, "seed_keys")
+        seed_ids = [ids(r, "seed_ids") for r in _list(recording.seed_ids, "seed_ids")]
+        probabilities = [
+            _probabilities(r, "seed_probabilities")
+            for r in _list(recording.seed_probabilities, "seed_probabilities")
+        ]
+        widths = {len(r) for r in seed_ids} | {len(r) for r in probabilities}
+        if len(seed_ids) != len(keys) or len(probabilities) != len(keys) or len(widths) > 1:
+            raise ValueError("seed_ids and seed_probabilities need one row of equal width per key")
     return recording
+
+
+def _probabilities(value, name: str) -> list[float]:
+    if not isinstance(value, list) or not all(
+        isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p <= 1.0 for p in value
+    ):
+        raise ValueError(f"{name} must hold lists of numbers between 0 and 1")
+    return value
 
 
 def _list(value, name: str) -> list:
@@ -299,12 +348,14 @@ def _list(value, name: str) -> list:
 
 
 REPLAY_VARIANTS = {
-    "suffix": (False, False),
-    "suffix+recycling": (True, False),
-    "suffix+history": (False, True),
-    "all": (True, True),
+    "suffix": (False, False, False),
+    "suffix+recycling": (True, False, True),
+    "suffix+history": (False, True, False),
+    "all, no prompt rows": (True, True, False),
+    "all": (True, True, True),
 }
-"""Source sets that :func:`replay_report` compares: (token recycling, response history)."""
+"""Source sets that :func:`replay_report` compares: (token recycling, response history, prompt
+rows in the recycling table)."""
 
 
 def replay_report(
@@ -325,8 +376,10 @@ def replay_report(
     oracle = {}
     rows = []
     for budget in node_budgets:
-        config = DraftConfig(max_nodes=budget)
-        for name, (recycling, history) in REPLAY_VARIANTS.items():
+        for name, (recycling, history, seeded) in REPLAY_VARIANTS.items():
+            config = DraftConfig(
+                max_nodes=budget, prompt_seed_tokens=DraftConfig.prompt_seed_tokens if seeded else 0
+            )
             result = replay(
                 recordings, config, step_cost, recycling=recycling, history=history,
                 vocab_size=vocab_size,

@@ -21,6 +21,7 @@ import torch
 
 from reader_rag.drafting.builder import choose_batch_tree_size, truncate_tree
 from reader_rag.drafting.tree import DraftTree
+from reader_rag.models import FinalHiddenStates
 from reader_rag.verify.accept import walk_tree
 from reader_rag.verify.cache import new_cache
 from reader_rag.verify.mask import ancestor_matrix
@@ -101,20 +102,26 @@ def _prefill(generator, requests: list, cache) -> _Rows:
     allowed = causal[None] & valid[:, None, :]  # (batch, query, key)
     allowed |= torch.eye(width, dtype=torch.bool)[None]  # padding rows attend to themselves
     mask = _masks(generator, allowed, positions, positions)
-    output = generator.model(
-        input_ids=input_ids.to(generator.device),
-        attention_mask=mask,
-        position_ids=positions.to(generator.device),
-        cache=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    )
+    recycle = [bool(r.sources and generator.draft.recycle_width) for r in requests]
+    seed = any(recycle) and generator.draft.prompt_seed_tokens > 0
+    with FinalHiddenStates(generator.model, seed) as final:
+        output = generator.model(
+            input_ids=input_ids.to(generator.device),
+            attention_mask=mask,
+            position_ids=positions.to(generator.device),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    for b, (request, length) in enumerate(zip(requests, lengths)):
+        if recycle[b]:
+            if final.hidden is not None:
+                generator.seed_recycling(request.prompt_ids, final.hidden[b, width - length :])
+            generator.recycling.update(request.prompt_ids[-1:], output.logits[b, -1:])
     elapsed = time.perf_counter() - began
     for b, request in enumerate(requests):
         request.stats.forward_passes += 1
         request.stats.prefill_time_s = elapsed
-        if request.sources and generator.draft.recycle_width:
-            generator.recycling.update(request.prompt_ids[-1:], output.logits[b, -1:])
         token = generator._choose(request, output.logits[b, -1:], 0, [])
         generator._emit(request, [token])
     return _Rows(requests, valid, positions)

@@ -28,9 +28,9 @@ from transformers import (
 from reader_rag.config import DraftConfig, GenerationConfig
 from reader_rag.drafting.builder import build_draft_tree, choose_tree_size
 from reader_rag.drafting.calibration import AcceptanceCalibrator, Bucket
-from reader_rag.drafting.cost_model import CostModel
+from reader_rag.drafting.cost_model import AdaptiveCostModel, CostModel
 from reader_rag.drafting.history import ResponseHistory
-from reader_rag.drafting.recycling import RecyclingTable
+from reader_rag.drafting.recycling import RecyclingTable, prompt_rows
 from reader_rag.drafting.sources import (
     Candidate,
     CorpusSource,
@@ -42,7 +42,7 @@ from reader_rag.drafting.tree import DraftTree
 from reader_rag.generation.results import GenerationResult, GenerationStats, GenerationStream
 from reader_rag.generation.text import StopMatcher, TextStreamer, cut_at_stop
 from reader_rag.index.request_index import RequestIndex
-from reader_rag.models import load_model
+from reader_rag.models import FinalHiddenStates, load_model
 from reader_rag.verify.accept import walk_tree
 from reader_rag.verify.cache import commit_kv, new_cache, truncate_cache
 from reader_rag.verify.mask import tree_attention_inputs
@@ -100,6 +100,7 @@ class _OracleSource:
         return [Candidate(tokens, 1.0, 1 << 20, self.name)] if tokens else []
 
 
+
 class ReaderGenerator:
     """Lossless speculative decoding for one target model, drafted from the request's documents.
 
@@ -137,6 +138,7 @@ class ReaderGenerator:
         self.calibrator = AcceptanceCalibrator()
         self._cost_model = cost_model
         self._cost_model_lock = threading.RLock()
+        self._step_cost: AdaptiveCostModel | None = None
         self._batch_cost_models: dict[int, CostModel] = {}
         self._tree_attention_ok: bool | None = None
         self.datastore = None
@@ -467,6 +469,16 @@ class ReaderGenerator:
                 )
             return self._cost_model
 
+    @property
+    def step_cost(self) -> AdaptiveCostModel:
+        """The cost curve that sizes single-request trees: :attr:`cost_model` with its slope
+        refit to the forward passes of the steps decoded so far."""
+        if self._step_cost is None:
+            with self._cost_model_lock:
+                if self._step_cost is None:
+                    self._step_cost = AdaptiveCostModel(self.cost_model)
+        return self._step_cost
+
     def batch_cost_model(self, batch: int) -> Callable[[float], float]:
         """Return the cost curve of one batched step by tree width (root plus nodes per request).
 
@@ -575,7 +587,7 @@ class ReaderGenerator:
         sources: list[DraftSource] = []
         if speculative and self.draft.max_nodes != 0 and self.supports_tree_attention:
             if self.draft.max_nodes is None:
-                _ = self.cost_model  # measured now, so the first step's draft time excludes it
+                _ = self.step_cost  # measured now, so the first step's draft time excludes it
             request_source = RequestIndexSource(
                 index,
                 self.draft.min_match_length,
@@ -634,14 +646,36 @@ class ReaderGenerator:
     def _prefill(self, request: _Request, oracle: bool = False) -> list[int]:
         start = time.perf_counter()
         input_ids = torch.tensor([request.prompt_ids], device=self.device)
-        output = self.model(input_ids=input_ids, cache=request.cache, use_cache=True, logits_to_keep=1)
+        recycle = bool(self.draft.recycle_width and request.sources and not oracle)
+        with FinalHiddenStates(self.model, recycle and self.draft.prompt_seed_tokens > 0) as final:
+            output = self.model(
+                input_ids=input_ids, cache=request.cache, use_cache=True, logits_to_keep=1
+            )
         request.stats.forward_passes += 1
-        request.stats.prefill_time_s = time.perf_counter() - start
         logits = output.logits[0, -1:]
-        if self.draft.recycle_width and request.sources and not oracle:
+        if recycle:
+            if final.hidden is not None:
+                self.seed_recycling(request.prompt_ids, final.hidden[0])
             self.recycling.update(request.prompt_ids[-1:], logits)
+        request.stats.prefill_time_s = time.perf_counter() - start
         token = self._choose(request, logits, 0, [])
         return self._emit(request, [token])
+
+    def seed_recycling(self, prompt_ids: Sequence[int], hidden: torch.Tensor) -> None:
+        """Store the top next tokens after each distinct prompt token in the recycling table.
+
+        ``hidden`` is the prompt's final hidden states, shape ``(len(prompt_ids), hidden)``.
+        Scored over the vocabulary that :attr:`DraftConfig.prompt_seed_tokens` bounds; see
+        :func:`~reader_rag.drafting.recycling.prompt_rows`.
+        """
+        weight = getattr(self.model.get_output_embeddings(), "weight", None)
+        if weight is None:
+            return
+        self.recycling.update_rows(
+            *prompt_rows(
+                prompt_ids, hidden, weight, self.draft.prompt_seed_tokens, self.recycling.k
+            )
+        )
 
     def _remember(self, request: _Request) -> None:
         """Add a finished speculative request's output to the response history."""
@@ -662,6 +696,7 @@ class ReaderGenerator:
         start = time.perf_counter()
         prefix_length = request.committed_length
         input_ids = torch.tensor([[request.generated[-1], *tree.token_ids]], device=self.device)
+        forward_start = time.perf_counter()
         mask, position_ids = tree_attention_inputs(
             tree, prefix_length, self.dtype, self.device, self.sliding_window
         )
@@ -682,6 +717,9 @@ class ReaderGenerator:
         path, bonus = walk_tree(
             children, lambda row, path: self._choose(request, logits[row : row + 1], row, path, tree)
         )
+        if self._step_cost is not None:
+            # The walk has read the logits, so the time includes any wait for the device.
+            self._step_cost.observe(len(tree) + 1, time.perf_counter() - forward_start)
         commit_kv(request.cache, prefix_length, [0, *(node + 1 for node in path)])
         stats.verify_time_s += time.perf_counter() - start
 
@@ -717,7 +755,7 @@ class ReaderGenerator:
         if oracle:
             if not candidates[0]:
                 return DraftTree(), []
-            size = choose_tree_size([1.0] * max_depth, self.cost_model)
+            size = choose_tree_size([1.0] * max_depth, self.step_cost)
             tokens = candidates[0][0].tokens[:size]
             tree = DraftTree()
             for i, token in enumerate(tokens):
@@ -728,9 +766,9 @@ class ReaderGenerator:
         max_nodes = self.draft.max_nodes
         step_cost = None
         if max_nodes is None:
-            max_nodes = self.cost_model.max_tokens - 1
+            max_nodes = self.step_cost.max_tokens - 1
             if size_by_cost:
-                step_cost = self.cost_model
+                step_cost = self.step_cost
         return build_draft_tree(
             candidates,
             self.calibrator,

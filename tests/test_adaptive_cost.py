@@ -1,0 +1,87 @@
+"""Tests for the cost curve whose slope follows the timed forward passes of decoding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from reader_rag.config import GenerationConfig
+from reader_rag.drafting.cost_model import AdaptiveCostModel, CostModel
+
+# Seconds by tokens, shaped like the SmolLM2 curve on 2 CPU threads.
+MEASURED = CostModel({1: 0.0235, 2: 0.0242, 4: 0.0242, 8: 0.0278, 16: 0.0329, 32: 0.0466})
+SIZES = [1, 2, 3, 4, 6, 8, 12, 16]
+
+
+def observe_machine(model, base, ratio, passes, seed=0):
+    """Feed passes timed on a machine where one token takes ``base`` seconds."""
+    rng = np.random.default_rng(seed)
+    for i in range(passes):
+        tokens = SIZES[i % len(SIZES)]
+        seconds = base * (1 + ratio * (MEASURED(tokens) - 1))
+        model.observe(tokens, seconds * rng.normal(1.0, 0.02))
+
+
+def test_starts_at_measured_curve():
+    model = AdaptiveCostModel(MEASURED)
+    assert model.ratio == 1.0
+    for tokens in (1, 5, 16, 40):
+        assert model(tokens) == pytest.approx(MEASURED(tokens))
+
+
+def test_fits_steeper_slope():
+    model = AdaptiveCostModel(MEASURED)
+    observe_machine(model, base=0.0175, ratio=1.9, passes=600)
+    assert model.ratio == pytest.approx(1.9, abs=0.15)
+    assert model(16) == pytest.approx(1 + 1.9 * (MEASURED(16) - 1), abs=0.06)
+    assert model(1) == 1.0
+
+
+def test_follows_change():
+    model = AdaptiveCostModel(MEASURED, memory=128)
+    observe_machine(model, base=0.0235, ratio=1.0, passes=400)
+    assert model.ratio == pytest.approx(1.0, abs=0.1)
+    observe_machine(model, base=0.012, ratio=2.5, passes=800, seed=1)
+    assert model.ratio == pytest.approx(2.5, abs=0.25)
+
+
+def test_one_size_fixes_no_slope():
+    model = AdaptiveCostModel(MEASURED)
+    for _ in range(300):
+        model.observe(8, 0.05)
+    assert model.ratio == 1.0
+
+
+def test_ratio_is_clamped():
+    model = AdaptiveCostModel(MEASURED)
+    for i in range(400):
+        tokens = SIZES[i % len(SIZES)]
+        model.observe(tokens, 0.001 + 10.0 * (MEASURED(tokens) - 1))
+    assert model.ratio <= AdaptiveCostModel.MAX_RATIO
+
+
+def test_bad_times_are_ignored():
+    model = AdaptiveCostModel(MEASURED)
+    model.observe(4, 0.0)
+    model.observe(4, float("nan"))
+    assert model.observed_passes == 0.0
+
+
+@pytest.mark.parametrize(("memory", "prior"), [(0.5, 16.0), (256.0, -1.0)])
+def test_bad_options_are_rejected(memory, prior):
+    with pytest.raises(ValueError, match="memory must be at least 1"):
+        AdaptiveCostModel(MEASURED, memory=memory, prior_passes=prior)
+
+
+def test_decoding_observes_steps(reader_generator, rag_prompts):
+    generator = reader_generator
+    prompt = rag_prompts[3]
+    messages = [{"role": "user", "content": "\n".join([*prompt.passages, prompt.question])}]
+    before = generator.step_cost.observed_passes
+    result = generator.generate(
+        messages, list(prompt.passages), config=GenerationConfig(max_new_tokens=24)
+    )
+    generator.forget_drafted_text()
+    steps = result.stats.forward_passes - 1  # the prefill is not a tree pass
+    assert steps > 0
+    assert generator.step_cost.observed_passes > before * 0.99**steps + 0.9 * steps
