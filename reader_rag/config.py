@@ -102,6 +102,10 @@ class DraftConfig:
     distinct prompt token, scored over the token ids below this bound and the prompt's own
     tokens. Byte-pair vocabularies give their most frequent tokens the lowest ids. 0 turns the
     seeding off; it is also off when ``recycle_width`` is 0."""
+    refit_cost_slope: bool = True
+    """Refit the slope of the cached cost curve to the timed forward passes of single-request
+    decoding (see :class:`~reader_rag.drafting.cost_model.AdaptiveCostModel`). False keeps the
+    measured curve as it is, which makes tree sizes independent of earlier requests' timing."""
 
     def __post_init__(self) -> None:
         if self.max_nodes is not None and self.max_nodes < 0:
@@ -127,5 +131,7 @@ class DraftConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer of 0 or more, got {value!r}")
+        if not isinstance(self.refit_cost_slope, bool):
+            raise ValueError(f"refit_cost_slope must be True or False, got {self.refit_cost_slope!r}")
         if not self.cost_points or min(self.cost_points) != 1:
             raise ValueError(f"cost_points must include 1, got {self.cost_points}")

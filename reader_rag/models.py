@@ -360,6 +360,7 @@ def use_grouped_sdpa(model: torch.nn.Module) -> bool:
     logger.info("attention switched to %s", GROUPED_SDPA)
     return True
 
+
 _capture = threading.local()
 _capture_lock = threading.Lock()
 _HOOKED = "_reader_rag_keeps_final_hidden"
@@ -378,8 +379,13 @@ class FinalHiddenStates:
     def __init__(self, model: torch.nn.Module, enabled: bool = True) -> None:
         self.hidden: torch.Tensor | None = None
         self._active = False
-        decoder = model.get_decoder() if enabled and hasattr(model, "get_decoder") else None
-        if decoder is None or decoder is model:
+        decoder = None
+        if enabled and hasattr(model, "get_decoder"):
+            try:
+                decoder = model.get_decoder()
+            except (AttributeError, NotImplementedError):
+                decoder = None
+        if not isinstance(decoder, torch.nn.Module) or decoder is model:
             return
         with _capture_lock:
             if not getattr(decoder, _HOOKED, False):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reader_rag.config import GenerationConfig
+from dataclasses import replace
+
+from reader_rag.config import DraftConfig, GenerationConfig
 from reader_rag.drafting.cost_model import AdaptiveCostModel, CostModel
 
 # Seconds by tokens, shaped like the SmolLM2 curve on 2 CPU threads.
@@ -73,15 +75,49 @@ def test_bad_options_are_rejected(memory, prior):
         AdaptiveCostModel(MEASURED, memory=memory, prior_passes=prior)
 
 
+def test_stall_barely_moves_fit():
+    model = AdaptiveCostModel(MEASURED)
+    observe_machine(model, base=0.0235, ratio=1.0, passes=300)
+    before = model.ratio
+    model.observe(16, 1.0)  # a one-second stall, 30 times a normal pass
+    assert model.ratio == pytest.approx(before, abs=0.1)
+    model.observe(1, 1.0)
+    assert model.ratio == pytest.approx(before, abs=0.1)
+
+
+def test_infinite_time_is_ignored():
+    model = AdaptiveCostModel(MEASURED)
+    observe_machine(model, base=0.0235, ratio=1.0, passes=50)
+    passes = model.observed_passes
+    model.observe(8, float("inf"))
+    assert model.observed_passes == passes
+    assert np.isfinite(model(16))
+
+
 def test_decoding_observes_steps(reader_generator, rag_prompts):
     generator = reader_generator
     prompt = rag_prompts[3]
     messages = [{"role": "user", "content": "\n".join([*prompt.passages, prompt.question])}]
-    before = generator.step_cost.observed_passes
-    result = generator.generate(
-        messages, list(prompt.passages), config=GenerationConfig(max_new_tokens=24)
-    )
-    generator.forget_drafted_text()
-    steps = result.stats.forward_passes - 1  # the prefill is not a tree pass
-    assert steps > 0
-    assert generator.step_cost.observed_passes > before * 0.99**steps + 0.9 * steps
+    config = GenerationConfig(max_new_tokens=24)
+    generator.step_cost  # measure or load the curve before replacing the refit
+    generator._step_cost = AdaptiveCostModel(generator.cost_model)
+    try:
+        result = generator.generate(messages, list(prompt.passages), config=config)
+        steps = result.stats.forward_passes - 1  # the prefill is not a tree pass
+        decay = 1 - 1 / 256
+        assert steps > 0
+        assert generator.step_cost.observed_passes == pytest.approx((1 - decay**steps) / (1 - decay))
+
+        generator.draft = replace(generator.draft, refit_cost_slope=False)
+        passes = generator.step_cost.observed_passes
+        generator.generate(messages, list(prompt.passages), config=config)
+        assert generator.step_cost.observed_passes == passes
+    finally:
+        generator.draft = replace(generator.draft, refit_cost_slope=True)
+        generator.forget_drafted_text()
+
+
+@pytest.mark.parametrize("value", [1, "yes", None])
+def test_refit_switch_must_be_bool(value):
+    with pytest.raises(ValueError, match="refit_cost_slope must be True or False"):
+        DraftConfig(refit_cost_slope=value)

@@ -92,6 +92,33 @@ def test_rows_of_a_one_token_prompt_are_empty():
     assert probabilities.shape == (0, 3)
 
 
+def test_rows_add_head_bias():
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(6, 4, generator=generator)
+    weight = torch.randn(20, 4, generator=generator)
+    bias = torch.zeros(20)
+    bias[3] = 100.0
+    _, ids, _ = prompt_rows([5, 6, 7, 8, 9, 10], hidden, weight, 20, 2, head_bias=bias)
+    assert (ids[:, 0] == 3).all()
+    _, unbiased, _ = prompt_rows([5, 6, 7, 8, 9, 10], hidden, weight, 20, 2)
+    assert not (unbiased[:, 0] == 3).all()
+
+
+def test_rows_in_chunks_match(monkeypatch):
+    import reader_rag.drafting.recycling as recycling
+
+    generator = torch.Generator().manual_seed(1)
+    prompt = list(range(40))
+    hidden = torch.randn(40, 8, generator=generator)
+    weight = torch.randn(60, 8, generator=generator)
+    whole = prompt_rows(prompt, hidden, weight, 60, 4)
+    monkeypatch.setattr(recycling, "PROMPT_ROWS_CHUNK", 7)
+    chunked = prompt_rows(prompt, hidden, weight, 60, 4)
+    np.testing.assert_array_equal(whole[0], chunked[0])
+    np.testing.assert_array_equal(whole[1], chunked[1])
+    np.testing.assert_allclose(whole[2], chunked[2], atol=1e-6)  # BLAS blocking rounds apart
+
+
 def test_narrow_rows_clear_older_entries():
     table = RecyclingTable(vocab_size=10, k=4)
     table.update_rows(np.array([1]), np.array([[2, 3, 4, 5]]), np.full((1, 4), 0.25))
@@ -214,6 +241,15 @@ def test_replay_report_shows_prompt_rows():
     rate = {row["sources"]: row["tokens_per_step"] for row in report["rows"]}
     assert rate["all"] > rate["all, no prompt rows"] + 0.5
     assert rate["suffix+recycling"] > rate["suffix"] + 0.5
+
+
+def test_replay_accepts_empty_prompt_rows(tmp_path):
+    recording = seeded_recording()
+    recording.seed_keys, recording.seed_ids, recording.seed_probabilities = [], [], []
+    path = tmp_path / "recordings.jsonl"
+    save_recordings([recording], path)
+    result = replay(load_recordings(path), DraftConfig(max_nodes=8), flat_cost, recycling=True)
+    assert result.tokens == len(recording.output_ids)
 
 
 def test_seed_rows_round_trip(tmp_path):

@@ -44,8 +44,9 @@ class AcceptanceCalibrator:
         prior_scale: Before any outcome is seen, a node's estimate is ``prior_scale`` times its
             raw ratio. An optimistic prior keeps drafting from buckets that have seen few
             outcomes, so they get tested. In replays of 20 Spec-Bench RAG and summarization
-            outputs of SmolLM2, scales from 0.6 to 0.8 gave the same estimated speed and more
-            tokens per step as the scale rose; 0.7 is in the middle of that range.
+            outputs of SmolLM2 (a sweep not kept as a report), scales from 0.6 to 0.8 gave the
+            same estimated speed and more tokens per step as the scale rose. 0.7 is in the
+            middle of that range.
         prior_strength: Pseudo-count of the prior; higher values adapt more slowly.
 
     Thread-safe: one calibrator can serve concurrent requests of one model.

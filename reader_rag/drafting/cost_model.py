@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -150,13 +151,16 @@ class AdaptiveCostModel:
     the curve was cached and 17.5 ms a day later, while 16 tokens stayed near 31 ms. The cached
     curve then priced 16 tokens at 1.4 times one token instead of 1.8. The model refits ``A`` and
     ``B`` by least squares over the observed passes, with older passes weighted down
-    exponentially, and returns ``1 + (B / A) * (c(n) - 1)``.
+    exponentially, and returns ``1 + (B / A) * (c(n) - 1)``. Once a fit exists, each time is
+    clipped to within a factor of 1.5 of its prediction, so one stall (a garbage collection, a
+    buffer that grows, another process) moves the fit no more than an ordinary slow pass.
 
     Args:
         measured: The measured curve; its shape is kept and its slope ratio starts at 1.
         memory: Number of recent passes that carry most of the weight.
-        prior_passes: Weight of the measured slope, in passes with well-spread sizes. The fitted
-            ratio moves away from 1 only as observed sizes spread enough to fix a slope.
+        prior_passes: Weight of the measured slope, in passes whose sizes spread by
+            :attr:`SPREAD`. The fitted ratio moves away from 1 only as observed sizes spread
+            enough to fix a slope.
 
     Thread-safe: concurrent requests of one generator observe into one model.
     """
@@ -179,6 +183,7 @@ class AdaptiveCostModel:
         self._prior_passes = prior_passes
         self._sums = [0.0] * 5  # weight, sum x, sum y, sum x^2, sum x*y
         self._ratio = 1.0
+        self._intercept: float | None = None
         self._lock = threading.Lock()
 
     def __call__(self, tokens: int) -> float:
@@ -201,10 +206,13 @@ class AdaptiveCostModel:
 
     def observe(self, tokens: int, seconds: float) -> None:
         """Add the wall time of one forward pass over ``tokens`` tokens."""
-        if not seconds > 0:
+        if not math.isfinite(seconds) or seconds <= 0:
             return
         x = self.measured(tokens) - 1.0
         with self._lock:
+            if self._intercept is not None:
+                predicted = self._intercept * (1.0 + self._ratio * x)
+                seconds = min(max(seconds, predicted / 1.5), 1.5 * predicted)
             sums = [value * self._decay for value in self._sums]
             for i, term in enumerate((1.0, x, seconds, x * x, x * seconds)):
                 sums[i] += term
@@ -221,6 +229,7 @@ class AdaptiveCostModel:
         intercept = mean_y - slope * mean_x
         if intercept <= 0:
             return self._ratio
+        self._intercept = intercept
         fitted = min(max(slope / intercept, self.MIN_RATIO), self.MAX_RATIO)
         # Passes of one size fix no slope; weight the fit by how far the sizes spread.
         evidence = weight * variance / (self.SPREAD * self.SPREAD)

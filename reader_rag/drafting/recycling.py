@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["RecyclingTable", "prompt_rows"]
+__all__ = ["PROMPT_ROWS_CHUNK", "RecyclingTable", "prompt_rows"]
 
 
 class RecyclingTable:
@@ -63,6 +63,8 @@ class RecyclingTable:
         """Store precomputed top-k rows: ``token_ids[i]`` and ``probabilities[i]`` follow
         ``keys[i]``. Later rows win when a key repeats."""
         keys = np.asarray(keys, dtype=np.int64)
+        if keys.size == 0:
+            return
         valid = (keys >= 0) & (keys < self.vocab_size)
         width = min(self.k, token_ids.shape[1])
         self.token_ids[keys[valid], :width] = token_ids[valid, :width]
@@ -99,22 +101,30 @@ class RecyclingTable:
         self.probabilities.fill(0.0)
 
 
+PROMPT_ROWS_CHUNK = 1024
+"""Prompt positions scored per matrix product, which bounds the memory of long prompts."""
+
+
 def prompt_rows(
     prompt_ids: Sequence[int],
     hidden: torch.Tensor,
     head_weight: torch.Tensor,
     common_tokens: int,
     k: int,
+    head_bias: torch.Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return recycling rows for the prompt: the top-k next tokens after each distinct token.
 
-    ``hidden`` is the prompt's final hidden states, shape ``(len(prompt_ids), hidden)``, and
-    ``head_weight`` is the output layer's weight, shape ``(vocab, hidden)``. Each distinct
+    ``hidden`` is the prompt's final hidden states, shape ``(len(prompt_ids), hidden)``.
+    ``head_weight`` is the output layer's weight, shape ``(vocab, hidden)``, and ``head_bias``
+    its bias, if it has one. Each distinct
     token of the prompt, except the last position (whose exact logits the prefill computes
     anyway), gets the row of its last occurrence. The logits are computed only for the token ids
     below ``common_tokens`` and the prompt's own tokens, where a request's drafts come from:
     exact for those tokens, and much cheaper than the full vocabulary. Logit transforms of the
-    model's head that keep the order, such as soft-capping, do not change the top-k.
+    model's head that keep the order, such as soft-capping, do not change the top-k ids, but the
+    probabilities come from the untransformed logits. Positions are scored in chunks of
+    :data:`PROMPT_ROWS_CHUNK`, so memory grows linearly with the number of distinct tokens.
 
     Returns ``(keys, token_ids, probabilities)`` for :meth:`RecyclingTable.update_rows`, with
     ``probabilities`` the softmax of each row's top-k logits among themselves.
@@ -140,11 +150,18 @@ def prompt_rows(
         )
     )
     positions = torch.tensor(list(last.values()), device=hidden.device)
+    width = min(k, int(vocabulary.numel()))
+    ids, probabilities = [], []
     with torch.no_grad():
-        logits = hidden[positions].to(head_weight.dtype) @ head_weight[vocabulary].T
-        values, indices = logits.float().topk(min(k, int(vocabulary.numel())), dim=-1)
-    return (
-        np.asarray(list(last), dtype=np.int64),
-        vocabulary[indices].cpu().numpy().astype(np.int32),
-        torch.softmax(values, dim=-1).cpu().numpy(),
-    )
+        weight = head_weight[vocabulary].T
+        bias = head_bias[vocabulary] if head_bias is not None else None
+        for start in range(0, len(positions), PROMPT_ROWS_CHUNK):
+            rows = hidden[positions[start : start + PROMPT_ROWS_CHUNK]]
+            logits = rows.to(head_weight.device, head_weight.dtype) @ weight
+            if bias is not None:
+                logits = logits + bias
+            values, indices = logits.float().topk(width, dim=-1)
+            ids.append(vocabulary[indices].cpu().numpy().astype(np.int32))
+            probabilities.append(torch.softmax(values, dim=-1).cpu().numpy())
+    keys = np.asarray(list(last), dtype=np.int64)
+    return keys, np.concatenate(ids), np.concatenate(probabilities)

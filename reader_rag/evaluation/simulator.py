@@ -23,7 +23,7 @@ from reader_rag.config import DraftConfig
 from reader_rag.drafting.builder import build_draft_tree
 from reader_rag.drafting.calibration import AcceptanceCalibrator
 from reader_rag.drafting.history import ResponseHistory
-from reader_rag.drafting.recycling import RecyclingTable, prompt_rows
+from reader_rag.drafting.recycling import RecyclingTable
 from reader_rag.drafting.sources import HistorySource, RequestIndexSource
 from reader_rag.evaluation.datasets import BenchmarkPrompt
 from reader_rag.generation.generator import ReaderGenerator
@@ -107,7 +107,9 @@ def replay(
     the step that computed it is over: the rows of the root and of the accepted path. Rows of
     rejected nodes were never recorded, so the table learns from fewer rows than in the
     generator. A recording's prompt rows, when it has them and ``draft.prompt_seed_tokens`` is
-    not 0, enter the table before its first step, as the generator's prefill stores them. With ``history``, each recording's output joins a response history after its
+    not 0, enter the table before its first step, as the generator's prefill stores them. The
+    rows were scored with the recording generator's bound, whatever nonzero bound ``draft``
+    sets. With ``history``, each recording's output joins a response history after its
     replay, so later recordings draft from earlier outputs, as requests served one after
     another would.
     """
@@ -208,16 +210,30 @@ def record_greedy(
     """Decode each prompt greedily with Hugging Face ``generate`` and record the output with
     the top-k of every position, and the prompt rows that the generator's prefill stores."""
     recordings = []
-    weight = generator.model.get_output_embeddings().weight
+    seed = generator.draft.prompt_seed_tokens > 0
     for prompt in tqdm(prompts, desc="recording", unit="prompt", disable=not progress):
         prompt_ids = generator.encode_prompt([{"role": "user", "content": prompt.prompt}])
         input_ids = torch.tensor([prompt_ids], device=generator.device)
         with torch.inference_mode():
-            with FinalHiddenStates(generator.model) as final:
+            with FinalHiddenStates(generator.model, seed) as final:
                 generator.model(input_ids=input_ids, logits_to_keep=1)
-            keys, seed_ids, seed_probabilities = prompt_rows(
-                prompt_ids, final.hidden[0], weight, generator.draft.prompt_seed_tokens, top_k
-            )
+            seeds = (None, None, None)
+            if final.hidden is not None:
+                # The generator's own seeding, so the rows match what its prefill stores.
+                table = generator.recycling
+                saved = table.snapshot()
+                table.clear()
+                generator.seed_recycling(prompt_ids, final.hidden[0])
+                keys = sorted(
+                    t for t in set(prompt_ids)
+                    if t < table.vocab_size and table.token_ids[t, 0] >= 0
+                )
+                seeds = (
+                    keys,
+                    table.token_ids[keys].tolist(),
+                    table.probabilities[keys].tolist(),
+                )
+                table.restore(saved)
             output = generator.model.generate(
                 input_ids,
                 attention_mask=torch.ones_like(input_ids),
@@ -235,9 +251,9 @@ def record_greedy(
                 output_ids=output.sequences[0, len(prompt_ids) :].tolist(),
                 top_ids=indices.tolist(),
                 top_probabilities=torch.softmax(values, dim=-1).tolist(),
-                seed_keys=keys.tolist(),
-                seed_ids=seed_ids.tolist(),
-                seed_probabilities=seed_probabilities.tolist(),
+                seed_keys=seeds[0],
+                seed_ids=seeds[1],
+                seed_probabilities=seeds[2],
             )
         )
     return recordings

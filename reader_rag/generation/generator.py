@@ -100,7 +100,6 @@ class _OracleSource:
         return [Candidate(tokens, 1.0, 1 << 20, self.name)] if tokens else []
 
 
-
 class ReaderGenerator:
     """Lossless speculative decoding for one target model, drafted from the request's documents.
 
@@ -472,7 +471,9 @@ class ReaderGenerator:
     @property
     def step_cost(self) -> AdaptiveCostModel:
         """The cost curve that sizes single-request trees: :attr:`cost_model` with its slope
-        refit to the forward passes of the steps decoded so far."""
+        refit to the forward passes of the steps decoded so far, including plain and oracle
+        requests once the first speculative request has created it (unless
+        :attr:`DraftConfig.refit_cost_slope` is false)."""
         if self._step_cost is None:
             with self._cost_model_lock:
                 if self._step_cost is None:
@@ -668,12 +669,23 @@ class ReaderGenerator:
         Scored over the vocabulary that :attr:`DraftConfig.prompt_seed_tokens` bounds; see
         :func:`~reader_rag.drafting.recycling.prompt_rows`.
         """
-        weight = getattr(self.model.get_output_embeddings(), "weight", None)
-        if weight is None:
-            return
+        head = self.model.get_output_embeddings()
+        weight = getattr(head, "weight", None)
+        bias = getattr(head, "bias", None)
+        usable = (
+            isinstance(weight, torch.Tensor)
+            and weight.dim() == 2
+            and weight.is_floating_point()
+            and weight.device.type != "meta"
+            and weight.shape[0] == self.recycling.vocab_size
+            and hidden.shape[0] == len(prompt_ids)
+        )
+        if not usable:
+            return  # a quantized, offloaded or unusual head; drafting goes on without seeds
         self.recycling.update_rows(
             *prompt_rows(
-                prompt_ids, hidden, weight, self.draft.prompt_seed_tokens, self.recycling.k
+                prompt_ids, hidden, weight, self.draft.prompt_seed_tokens, self.recycling.k,
+                bias if isinstance(bias, torch.Tensor) else None,
             )
         )
 
@@ -717,7 +729,7 @@ class ReaderGenerator:
         path, bonus = walk_tree(
             children, lambda row, path: self._choose(request, logits[row : row + 1], row, path, tree)
         )
-        if self._step_cost is not None:
+        if self._step_cost is not None and self.draft.refit_cost_slope:
             # The walk has read the logits, so the time includes any wait for the device.
             self._step_cost.observe(len(tree) + 1, time.perf_counter() - forward_start)
         commit_kv(request.cache, prefix_length, [0, *(node + 1 for node in path)])
