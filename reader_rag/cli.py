@@ -37,8 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not (args.verbose or args.debug):
-        # The progress bars of transformers and huggingface_hub, such as "Loading weights".
+        # The progress bars of huggingface_hub (downloads) and of transformers ("Loading
+        # weights"); transformers 5 ignores the environment variable for its own bars.
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     try:
         return args.handler(args)
     except KeyboardInterrupt:

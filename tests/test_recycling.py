@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -330,6 +332,16 @@ def test_cli_replay_reads_recordings(tmp_path, reader_generator, capsys):
     assert report["recordings"] == 2
     assert {row["max_nodes"] for row in report["rows"]} == {4, "cost model"}
     assert "tokens/step" in capsys.readouterr().out
+
+
+def test_cli_hides_weight_loading_bar(tmp_path, reader_generator):
+    recordings = tmp_path / "recordings.jsonl"
+    save_recordings(synthetic_recordings(), recordings)
+    command = [sys.executable, "-m", "reader_rag.cli", "replay", "--recordings", str(recordings),
+               "--node-budgets", "4"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "Loading weights" not in run.stderr
 
 
 def test_cli_replay_rejects_bad_budget(capsys):
