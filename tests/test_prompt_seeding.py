@@ -208,7 +208,7 @@ def test_speculative_output_unchanged_by_seeding(smollm2_generator, rag_prompts)
 
 def seeded_recording() -> Recording:
     # The prompt lists tokens 100..139 with a filler token 7 between them, and the model writes
-    # them without the filler. The request index only ever proposes 7; the prompt rows hold the
+    # them without the filler. The request index only ever proposes 7. The prompt rows contain the
     # model's prediction after each token in the prompt, which is the next number.
     output = list(range(100, 140))
     prompt = [t for token in output for t in (token, 7)] + [1]

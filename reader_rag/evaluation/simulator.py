@@ -217,23 +217,10 @@ def record_greedy(
         with torch.inference_mode():
             with FinalHiddenStates(generator.model, seed) as final:
                 generator.model(input_ids=input_ids, logits_to_keep=1)
-            seeds = (None, None, None)
+            rows = None
             if final.hidden is not None:
-                # The generator's own seeding, so the rows match what its prefill stores.
-                table = generator.recycling
-                saved = table.snapshot()
-                table.clear()
-                generator.seed_recycling(prompt_ids, final.hidden[0])
-                keys = sorted(
-                    t for t in set(prompt_ids)
-                    if t < table.vocab_size and table.token_ids[t, 0] >= 0
-                )
-                seeds = (
-                    keys,
-                    table.token_ids[keys].tolist(),
-                    table.probabilities[keys].tolist(),
-                )
-                table.restore(saved)
+                rows = generator.prompt_seed_rows(prompt_ids, final.hidden[0])
+            seeds = [part.tolist() for part in rows] if rows is not None else [None, None, None]
             output = generator.model.generate(
                 input_ids,
                 attention_mask=torch.ones_like(input_ids),
@@ -336,7 +323,9 @@ def _parse_recording(row) -> Recording:
     seeds = (recording.seed_keys, recording.seed_ids, recording.seed_probabilities)
     if any(part is not None for part in seeds):
         if any(part is None for part in seeds):
-            raise ValueError("seed_keys, seed_ids and seed_probabilities come together")
+            raise ValueError(
+                "seed_keys, seed_ids and seed_probabilities come together: give all three or none"
+            )
         keys = ids(recording.seed_keys, "seed_keys")
         seed_ids = [ids(r, "seed_ids") for r in _list(recording.seed_ids, "seed_ids")]
         probabilities = [
@@ -353,7 +342,7 @@ def _probabilities(value, name: str) -> list[float]:
     if not isinstance(value, list) or not all(
         isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p <= 1.0 for p in value
     ):
-        raise ValueError(f"{name} must hold lists of numbers between 0 and 1")
+        raise ValueError(f"{name} must contain lists of numbers between 0 and 1")
     return value
 
 

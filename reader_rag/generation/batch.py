@@ -115,9 +115,8 @@ def _prefill(generator, requests: list, cache) -> _Rows:
         )
     for b, (request, length) in enumerate(zip(requests, lengths)):
         if recycle[b]:
-            if final.hidden is not None:
-                generator.seed_recycling(request.prompt_ids, final.hidden[b, width - length :])
-            generator.recycling.update(request.prompt_ids[-1:], output.logits[b, -1:])
+            hidden = final.hidden[b, width - length :] if final.hidden is not None else None
+            generator.recycle_prompt(request.prompt_ids, hidden, output.logits[b, -1:])
     elapsed = time.perf_counter() - began
     for b, request in enumerate(requests):
         request.stats.forward_passes += 1

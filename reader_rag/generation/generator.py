@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 from transformers import (
     Cache,
@@ -655,15 +656,28 @@ class ReaderGenerator:
         request.stats.forward_passes += 1
         logits = output.logits[0, -1:]
         if recycle:
-            if final.hidden is not None:
-                self.seed_recycling(request.prompt_ids, final.hidden[0])
-            self.recycling.update(request.prompt_ids[-1:], logits)
+            hidden = final.hidden[0] if final.hidden is not None else None
+            self.recycle_prompt(request.prompt_ids, hidden, logits)
         request.stats.prefill_time_s = time.perf_counter() - start
         token = self._choose(request, logits, 0, [])
         return self._emit(request, [token])
 
-    def seed_recycling(self, prompt_ids: Sequence[int], hidden: torch.Tensor) -> None:
-        """Store the top next tokens after each distinct prompt token in the recycling table.
+    def recycle_prompt(
+        self, prompt_ids: Sequence[int], hidden: torch.Tensor | None, logits: torch.Tensor
+    ) -> None:
+        """Store a prefill's rows in the recycling table: the seed rows of the prompt (when
+        ``hidden`` is given), then the exact ``logits`` row of its last token."""
+        if hidden is not None:
+            rows = self.prompt_seed_rows(prompt_ids, hidden)
+            if rows is not None:
+                self.recycling.update_rows(*rows)
+        self.recycling.update(prompt_ids[-1:], logits)
+
+    def prompt_seed_rows(
+        self, prompt_ids: Sequence[int], hidden: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Return the recycling rows that the prefill stores for the prompt, or ``None`` when
+        the model's output layer cannot score them.
 
         ``hidden`` is the prompt's final hidden states, shape ``(len(prompt_ids), hidden)``.
         Scored over the vocabulary that :attr:`DraftConfig.prompt_seed_tokens` bounds; see
@@ -681,12 +695,10 @@ class ReaderGenerator:
             and hidden.shape[0] == len(prompt_ids)
         )
         if not usable:
-            return  # a quantized, offloaded or unusual head; drafting goes on without seeds
-        self.recycling.update_rows(
-            *prompt_rows(
-                prompt_ids, hidden, weight, self.draft.prompt_seed_tokens, self.recycling.k,
-                bias if isinstance(bias, torch.Tensor) else None,
-            )
+            return None  # a quantized, offloaded or unusual head; drafting goes on without seeds
+        return prompt_rows(
+            prompt_ids, hidden, weight, self.draft.prompt_seed_tokens, self.recycling.k,
+            bias if isinstance(bias, torch.Tensor) else None,
         )
 
     def _remember(self, request: _Request) -> None:
