@@ -307,3 +307,11 @@ def test_capture_ignores_other_threads(smollm2_generator):
     with torch.inference_mode():
         model(input_ids=torch.tensor([[7, 8]]), logits_to_keep=1)
     assert final.hidden.shape[:2] == (1, 3)  # closed captures keep what they saw
+
+
+def test_prompt_ids_outside_vocabulary(smollm2_generator):
+    vocab_size = smollm2_generator.recycling.vocab_size
+    config = GenerationConfig(max_new_tokens=2)
+    for speculative in (True, False):
+        with pytest.raises(ValueError, match=f"prompt token id {vocab_size} is outside"):
+            smollm2_generator.generate_ids([1, 2, vocab_size], [], config, speculative=speculative)

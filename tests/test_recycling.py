@@ -400,6 +400,17 @@ def test_module_entry_point_runs():
             '{"prompt_ids": [1], "document_ids": [], "output_ids": [2], "top_ids": [[2]]}\n',
             "come together",
         ),
+        ('{"prompt_ids": [1099511627776], "document_ids": [], "output_ids": [2]}\n', "below 2"),
+        (
+            '{"prompt_ids": [1], "document_ids": [], "output_ids": [2], '
+            '"top_ids": [[2]], "top_probabilities": [["x"]]}\n',
+            "between 0 and 1",
+        ),
+        (
+            '{"prompt_ids": [1], "document_ids": [], "output_ids": [2], '
+            '"top_ids": [[2]], "top_probabilities": [[NaN]]}\n',
+            "between 0 and 1",
+        ),
     ],
 )
 def test_load_recordings_rejects_bad_files(tmp_path, content, message):

@@ -277,6 +277,10 @@ def load_recordings(path: str | Path) -> list[Recording]:
     return recordings
 
 
+_MAX_TOKEN_ID = 2**31
+"""Token ids in recordings are stored as int32 during replay."""
+
+
 def _parse_recording(row) -> Recording:
     """Check the fields and shapes of one JSON row and return it as a :class:`Recording`."""
     if not isinstance(row, dict):
@@ -290,9 +294,9 @@ def _parse_recording(row) -> Recording:
 
     def ids(value, name: str) -> list[int]:
         if not isinstance(value, list) or not all(
-            isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value
+            isinstance(t, int) and not isinstance(t, bool) and 0 <= t < _MAX_TOKEN_ID for t in value
         ):
-            raise ValueError(f"{name} must be a list of non-negative integers")
+            raise ValueError(f"{name} must be a list of non-negative integers below 2**31")
         return value
 
     recording = Recording(
@@ -312,10 +316,11 @@ def _parse_recording(row) -> Recording:
     if recording.top_ids is not None:
         length = len(recording.output_ids)
         top_ids = [ids(r, "top_ids") for r in _list(recording.top_ids, "top_ids")]
-        probabilities = _list(recording.top_probabilities, "top_probabilities")
-        widths = {len(r) for r in top_ids} | {
-            len(_list(r, "top_probabilities")) for r in probabilities
-        }
+        probabilities = [
+            _probabilities(r, "top_probabilities")
+            for r in _list(recording.top_probabilities, "top_probabilities")
+        ]
+        widths = {len(r) for r in top_ids} | {len(r) for r in probabilities}
         if len(top_ids) != length or len(probabilities) != length or len(widths) != 1:
             raise ValueError(
                 "top_ids and top_probabilities need one row of equal width per output token"

@@ -551,6 +551,13 @@ class ReaderGenerator:
         prompt_ids = [int(t) for t in prompt_ids]
         if not prompt_ids:
             raise ValueError("the prompt is empty; pass at least one token")
+        vocab_size = self.recycling.vocab_size
+        outside = [t for t in prompt_ids if not 0 <= t < vocab_size]
+        if outside:
+            raise ValueError(
+                f"prompt token id {outside[0]} is outside the vocabulary of {self.name} "
+                f"(0 to {vocab_size - 1}); encode the prompt with this generator's tokenizer"
+            )
         if len(prompt_ids) >= self.max_positions:
             raise ValueError(
                 f"the prompt has {len(prompt_ids)} tokens, but {self.name} accepts at most "
