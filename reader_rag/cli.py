@@ -88,7 +88,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="bundled prompt set",
     )
     bench.add_argument("--limit", type=int, default=20, help="number of prompts (default 20)")
-    bench.add_argument("--max-new-tokens", type=int, default=128, help="tokens per prompt")
+    bench.add_argument(
+        "--max-new-tokens", type=int, default=128, help="tokens per prompt (default 128)"
+    )
     bench.add_argument(
         "--methods", default="greedy,pld,reader,oracle",
         help="comma-separated: greedy, pld, plain, reader, oracle (default: %(default)s)",
@@ -105,7 +107,9 @@ def _build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="answer a bundled Spec-Bench RAG prompt and compare with plain decoding"
     )
-    demo.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate")
+    demo.add_argument(
+        "--max-new-tokens", type=int, default=128, help="tokens to generate (default 128)"
+    )
     _add_model_options(demo)
     demo.set_defaults(handler=_demo)
 
@@ -136,7 +140,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="tokens to generate")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=256, help="tokens to generate (default 256)"
+    )
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--top-k", type=int, default=0, help="0 disables top-k filtering")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus mass in (0, 1]")
@@ -757,7 +763,10 @@ def _add_replay_parser(commands) -> None:
         choices=["specbench-rag", "specbench-summarization"], help="bundled prompt set",
     )
     replay.add_argument("--limit", type=int, default=20, help="number of prompts (default 20)")
-    replay.add_argument("--max-new-tokens", type=int, default=128, help="tokens per prompt")
+    replay.add_argument(
+        "--max-new-tokens", type=int, default=128,
+        help="tokens per prompt when recording; at least 2 (default 128)",
+    )
     replay.add_argument(
         "--recordings", type=Path, default=None, metavar="FILE",
         help="JSONL recordings to replay; recorded with the model and saved there when the "

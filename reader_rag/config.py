@@ -7,9 +7,43 @@ field, the value received and the accepted range.
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from reader_rag.token_ids import as_token_ids
+
 __all__ = ["DraftConfig", "GenerationConfig"]
+
+MAX_RECYCLE_WIDTH = 64
+"""Largest ``DraftConfig.recycle_width``. The recycling table stores vocabulary size times
+``max(8, recycle_width)`` entries of 8 bytes, so a width of 64 takes 25 MB for SmolLM2's 49,152
+tokens and 134 MB for Gemma 3's 262,144."""
+
+# torch.Generator.manual_seed (torch 2.13) raises for seeds outside this range.
+_SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+def _is_integer(value: object) -> bool:
+    """Return whether ``value`` is an integer (Python or NumPy) and not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    """Return whether ``value`` is a real number (Python or NumPy) and not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_integer(name: str, value: object, minimum: int) -> None:
+    """Raise ``ValueError`` unless ``value`` is an integer of at least ``minimum``."""
+    if not _is_integer(value) or value < minimum:
+        raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
+
+
+def _check_real(name: str, value: object, accepted: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is a real number. ``accepted`` names the range."""
+    if not _is_real(value):
+        raise ValueError(f"{name} must be a number {accepted}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -32,11 +66,13 @@ class GenerationConfig:
     repetition_penalty: float = 1.0
     """Penalty (> 0) for tokens already in the sequence; 1.0 disables it."""
     seed: int | None = None
-    """Seed of the sampling generator; ``None`` draws a fresh seed for each request."""
+    """Seed of the sampling generator, an integer from -2**63 to 2**64 - 1. ``None`` draws a
+    fresh seed for each request."""
     stop: tuple[str, ...] = ()
     """Strings that end generation; the returned text is cut before the first one."""
     eos_token_ids: tuple[int, ...] | None = None
-    """Token ids that end generation; ``None`` takes them from the model's generation config."""
+    """Token ids (integers of 0 or more) that end generation. ``None`` takes them from the
+    model's generation config. One integer or any iterable of integers is stored as a tuple."""
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -47,21 +83,32 @@ class GenerationConfig:
             raise ValueError(f"max_new_tokens must be an integer, got {self.max_new_tokens!r}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        _check_real("temperature", self.temperature, "of 0 (greedy) or more")
         if not math.isfinite(self.temperature) or self.temperature < 0:
             raise ValueError(
                 f"temperature must be 0 (greedy) or a positive number, got {self.temperature}"
             )
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
             raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {self.top_k!r}")
+        _check_real("top_p", self.top_p, "in (0, 1]")
         if not (0.0 < self.top_p <= 1.0):
             raise ValueError(f"top_p must be in (0, 1] (1 disables it), got {self.top_p}")
+        _check_real("repetition_penalty", self.repetition_penalty, "above 0")
         if not math.isfinite(self.repetition_penalty) or self.repetition_penalty <= 0:
             raise ValueError(
                 f"repetition_penalty must be a positive number (1.0 disables it), "
                 f"got {self.repetition_penalty}"
             )
+        if self.seed is not None and (
+            not _is_integer(self.seed) or not _SEED_RANGE[0] <= self.seed <= _SEED_RANGE[1]
+        ):
+            raise ValueError(
+                f"seed must be None or an integer from -2**63 to 2**64 - 1, got {self.seed!r}"
+            )
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise ValueError(f"stop must contain non-empty strings, got {self.stop!r}")
+        if self.eos_token_ids is not None:
+            object.__setattr__(self, "eos_token_ids", _token_id_tuple(self.eos_token_ids))
 
     @property
     def do_sample(self) -> bool:
@@ -90,10 +137,13 @@ class DraftConfig:
     """Maximum number of document tokens kept in the request index; later documents are cut,
     with a warning."""
     cost_points: tuple[int, ...] = field(default=(1, 2, 4, 8, 12, 16, 24, 32, 48, 64))
-    """Tree sizes (tokens per forward pass) at which the cost model times the model."""
+    """Tree sizes (tokens per forward pass) at which the cost model times the model: integers
+    of at least 1, including 1. Any iterable is stored as a tuple."""
     recycle_width: int = 4
     """Recycled candidates offered per tree node: the model's top next tokens after the node's
-    token, from the latest verification pass that computed them. 0 turns token recycling off."""
+    token, from the latest verification pass that computed them. 0 turns token recycling off,
+    and at most :data:`MAX_RECYCLE_WIDTH` (64) are accepted, because the recycling table keeps
+    this many candidates for every vocabulary entry."""
     history_tokens: int = 65_536
     """Token budget of the response history, the generator's earlier outputs that later
     requests draft from. 0 turns the history off."""
@@ -103,35 +153,67 @@ class DraftConfig:
     tokens. Byte-pair vocabularies give their most frequent tokens the lowest ids. 0 turns the
     seeding off; it is also off when ``recycle_width`` is 0."""
     refit_cost_slope: bool = True
-    """Refit the slope of the cached cost curve to the timed forward passes of single-request
+    """Refit the slope of the cached cost curve to the timed steps of single-request
     decoding (see :class:`~reader_rag.drafting.cost_model.AdaptiveCostModel`). False keeps the
     measured curve as it is, which makes tree sizes independent of earlier requests' timing."""
 
     def __post_init__(self) -> None:
-        if self.max_nodes is not None and self.max_nodes < 0:
-            raise ValueError(f"max_nodes must be None, 0 or positive, got {self.max_nodes}")
-        if self.max_depth < 1:
-            raise ValueError(f"max_depth must be at least 1, got {self.max_depth}")
-        if self.min_match_length < 1:
-            raise ValueError(f"min_match_length must be at least 1, got {self.min_match_length}")
+        if self.max_nodes is not None and (not _is_integer(self.max_nodes) or self.max_nodes < 0):
+            raise ValueError(
+                f"max_nodes must be None or an integer of at least 0 (0 turns speculation off), "
+                f"got {self.max_nodes!r}"
+            )
+        _check_integer("max_depth", self.max_depth, 1)
+        _check_integer("min_match_length", self.min_match_length, 1)
+        _check_integer("max_match_length", self.max_match_length, 1)
         if self.max_match_length < self.min_match_length:
             raise ValueError(
                 f"max_match_length ({self.max_match_length}) must be >= min_match_length "
                 f"({self.min_match_length})"
             )
-        if self.max_occurrences < 1:
-            raise ValueError(f"max_occurrences must be at least 1, got {self.max_occurrences}")
+        _check_integer("max_occurrences", self.max_occurrences, 1)
+        _check_real("probability_floor", self.probability_floor, "in [0, 1)")
         if not (0.0 <= self.probability_floor < 1.0):
             raise ValueError(f"probability_floor must be in [0, 1), got {self.probability_floor}")
-        if self.max_indexed_tokens < 1:
-            raise ValueError(
-                f"max_indexed_tokens must be at least 1, got {self.max_indexed_tokens}"
-            )
+        _check_integer("max_indexed_tokens", self.max_indexed_tokens, 1)
         for name in ("recycle_width", "history_tokens", "prompt_seed_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer of 0 or more, got {value!r}")
+        if self.recycle_width > MAX_RECYCLE_WIDTH:
+            raise ValueError(
+                f"recycle_width must be at most {MAX_RECYCLE_WIDTH}, got {self.recycle_width}, "
+                "because the recycling table keeps that many candidates for every vocabulary entry"
+            )
         if not isinstance(self.refit_cost_slope, bool):
             raise ValueError(f"refit_cost_slope must be True or False, got {self.refit_cost_slope!r}")
-        if not self.cost_points or min(self.cost_points) != 1:
-            raise ValueError(f"cost_points must include 1, got {self.cost_points}")
+        self._check_cost_points()
+
+    def _check_cost_points(self) -> None:
+        if not isinstance(self.cost_points, Iterable) or isinstance(self.cost_points, str):
+            raise ValueError(
+                f"cost_points must be a tuple of integers of at least 1, got {self.cost_points!r}"
+            )
+        points = tuple(self.cost_points)
+        invalid = [point for point in points if not _is_integer(point) or point < 1]
+        if invalid:
+            raise ValueError(
+                f"cost_points must contain integers of at least 1, got {invalid[0]!r} in "
+                f"{points!r}"
+            )
+        if 1 not in points:
+            raise ValueError(f"cost_points must include 1, got {points}")
+        object.__setattr__(self, "cost_points", points)
+
+
+def _token_id_tuple(ids: object) -> tuple[int, ...]:
+    """Return ``eos_token_ids`` as a tuple of ints, or raise ``ValueError`` naming the bad id."""
+    if _is_integer(ids):
+        ids = (ids,)
+    token_ids = tuple(as_token_ids(ids, "eos_token_ids"))
+    negative = [token_id for token_id in token_ids if token_id < 0]
+    if negative:
+        raise ValueError(
+            f"eos_token_ids must contain token ids of 0 or more, got {negative[0]} in {token_ids}"
+        )
+    return token_ids

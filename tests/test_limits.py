@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AttentionInterface
@@ -71,6 +72,46 @@ def test_prompt_at_position_limit_raises(smollm2_generator):
 
     with pytest.raises(ValueError, match=f"the prompt has {limit} tokens.*at most {limit}"):
         smollm2_generator.generate_ids([42] * limit, config=GenerationConfig(max_new_tokens=1))
+
+
+@pytest.mark.parametrize(
+    ("prompt_ids", "fragment"),
+    [
+        ([1.7, 2.2], "prompt_ids must contain integer token ids, got float 1.7 at position 0"),
+        ([42, 43.0], "got float 43.0 at position 1"),
+        (torch.tensor([42.0, 43.0]), "prompt_ids must have an integer dtype, got torch.float32"),
+        (np.array([42.5]), "prompt_ids must have an integer dtype, got float64"),
+        (torch.tensor([[42, 43]]), "prompt_ids must be one-dimensional, got shape (1, 2)"),
+    ],
+)
+def test_non_integer_prompt_ids_raise(smollm2_generator, prompt_ids, fragment):
+    config = GenerationConfig(max_new_tokens=1)
+    for speculative in (True, False):
+        with pytest.raises(ValueError) as error:
+            smollm2_generator.generate_ids(prompt_ids, config=config, speculative=speculative)
+
+        assert fragment in str(error.value)
+    with pytest.raises(ValueError) as error:
+        smollm2_generator.generate_batch_ids([prompt_ids], configs=config)
+
+    assert fragment in str(error.value)
+
+
+def test_non_integer_document_ids_raise(smollm2_generator):
+    config = GenerationConfig(max_new_tokens=1)
+
+    with pytest.raises(ValueError, match="document token ids must have an integer dtype"):
+        smollm2_generator.generate_ids([42, 43], [torch.tensor([42.0, 43.0])], config)
+
+
+def test_integer_prompt_id_types_same_output(smollm2_generator):
+    config = GenerationConfig(max_new_tokens=4)
+    ids = smollm2_generator.encode_prompt("Hamlet is a tragedy written by")
+    expected = smollm2_generator.generate_ids(ids, config=config).token_ids
+
+    typed_ids = (torch.tensor(ids), np.array(ids, dtype=np.int32), [np.int64(t) for t in ids])
+    for prompt_ids in typed_ids:
+        assert smollm2_generator.generate_ids(prompt_ids, config=config).token_ids == expected
 
 
 @pytest.mark.parametrize(
@@ -621,6 +662,20 @@ def test_cli_invalid_generation_option(capsys, tmp_path, flag, value, field):
 
     assert status == 2
     assert_one_error_line(err, field, value if value != "0" else "got 0")
+
+
+@pytest.mark.parametrize(
+    ("command", "default"), [("replay", 128), ("bench", 128), ("demo", 128), ("ask", 256)]
+)
+def test_cli_help_shows_max_new_tokens_default(capsys, command, default):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+
+    assert exit_info.value.code == 0
+    # The usage line names the option too, so take the options-list entry, which comes last.
+    text = " ".join(capsys.readouterr().out.split())
+    entry = text.split("--max-new-tokens MAX_NEW_TOKENS ")[-1].split(" --")[0]
+    assert f"(default {default})" in entry
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -212,6 +214,40 @@ def test_negative_token_raises():
 
     with pytest.raises(ValueError, match="-3"):
         index.extend([1, -3])
+
+
+@pytest.mark.parametrize(
+    ("document", "fragment"),
+    [
+        ([1.7, 2.2], "got float 1.7 at position 0"),
+        ([1, 2, 3.0], "got float 3.0 at position 2"),
+        ([True, 2], "got bool True"),
+        (np.array([1.5, 2.5]), "integer dtype, got float64"),
+        (torch.tensor([1.0, 2.0]), "integer dtype, got torch.float32"),
+        (torch.tensor([True, False]), "integer dtype, got torch.bool"),
+        (torch.tensor([[1, 2]]), "one-dimensional, got shape (1, 2)"),
+        ("abc", "got str 'abc'"),
+    ],
+)
+def test_document_non_integer_ids_raise(document, fragment):
+    index = RequestIndex()
+
+    with pytest.raises(ValueError, match="document token ids must") as error:
+        index.add_document(document)
+
+    assert fragment in str(error.value)
+    assert len(index) == 0
+
+
+def test_document_integer_arrays_accepted():
+    from_list = RequestIndex()
+    from_list.add_document([5, 6, 7])
+    documents = (np.array([5, 6, 7]), np.array([5, 6, 7], dtype=np.uint16), torch.tensor([5, 6, 7]))
+    for document in documents:
+        index = RequestIndex()
+        index.add_document(document)
+
+        assert flat_tokens(index) == flat_tokens(from_list)
 
 
 @pytest.mark.parametrize(("key_length", "max_occurrences"), [(0, 1), (1, 0)])

@@ -44,6 +44,7 @@ from reader_rag.generation.results import GenerationResult, GenerationStats, Gen
 from reader_rag.generation.text import StopMatcher, TextStreamer, cut_at_stop
 from reader_rag.index.request_index import RequestIndex
 from reader_rag.models import FinalHiddenStates, load_model
+from reader_rag.token_ids import as_token_ids
 from reader_rag.verify.accept import walk_tree
 from reader_rag.verify.cache import commit_kv, new_cache, truncate_cache
 from reader_rag.verify.mask import tree_attention_inputs
@@ -548,7 +549,7 @@ class ReaderGenerator:
         config: GenerationConfig,
         speculative: bool,
     ) -> _Request:
-        prompt_ids = [int(t) for t in prompt_ids]
+        prompt_ids = as_token_ids(prompt_ids, "prompt_ids")
         if not prompt_ids:
             raise ValueError("the prompt is empty; pass at least one token")
         vocab_size = self.recycling.vocab_size

@@ -18,6 +18,8 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from reader_rag.token_ids import as_token_ids
+
 __all__ = ["Match", "RequestIndex", "brute_force_matches"]
 
 logger = logging.getLogger(__name__)
@@ -62,12 +64,16 @@ class RequestIndex:
     # -- building -------------------------------------------------------------------------------
 
     def add_document(self, token_ids: Iterable[int]) -> None:
-        """Add one closed document. Documents must be added before the live segment starts."""
+        """Add one closed document. Documents must be added before the live segment starts.
+
+        Raises:
+            ValueError: a token id is not an integer (a float, for one) or is negative.
+        """
         if len(self._tokens) != self._segment_start:
             raise RuntimeError(
                 "add_document() was called after extend(); add all documents before the prompt"
             )
-        self._append(token_ids)
+        self._append(as_token_ids(token_ids, "document token ids"))
         if len(self._tokens) == self._segment_start:
             return  # an empty document adds nothing, not even a separator
         self._num_documents += 1
