@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import numpy as np
 import pytest
 
@@ -117,7 +120,57 @@ def test_decoding_observes_steps(reader_generator, rag_prompts):
         generator.forget_drafted_text()
 
 
+class RecordingCost(AdaptiveCostModel):
+    """The refit, keeping every observed (tokens, seconds) pair."""
+
+    def __init__(self, measured) -> None:
+        super().__init__(measured)
+        self.observed: list[tuple[int, float]] = []
+
+    def observe(self, tokens, seconds) -> None:
+        self.observed.append((tokens, seconds))
+        super().observe(tokens, seconds)
+
+
+def test_step_time_includes_drafting(reader_generator, rag_prompts, monkeypatch):
+    # Drafting is paid once per step, like the weight reads, so the refit must see it.
+    generator = reader_generator
+    prompt = rag_prompts[3]
+    messages = [{"role": "user", "content": "\n".join([*prompt.passages, prompt.question])}]
+    generator.step_cost  # measure or load the curve before replacing the refit
+    generator._step_cost = recorder = RecordingCost(generator.cost_model)
+    draft = generator._draft
+    delay = 0.05
+
+    def slow_draft(*args, **kwargs):
+        time.sleep(delay)
+        return draft(*args, **kwargs)
+
+    monkeypatch.setattr(generator, "_draft", slow_draft)
+    try:
+        result = generator.generate(messages, list(prompt.passages), max_new_tokens=8)
+    finally:
+        generator.forget_drafted_text()
+    assert len(recorder.observed) == result.stats.forward_passes - 1
+    assert min(seconds for _, seconds in recorder.observed) >= delay
+
+
 @pytest.mark.parametrize("value", [1, "yes", None])
 def test_refit_switch_must_be_bool(value):
     with pytest.raises(ValueError, match="refit_cost_slope must be True or False"):
         DraftConfig(refit_cost_slope=value)
+
+
+@pytest.mark.parametrize("tokens", [float("nan"), float("inf"), float("-inf"), 0, 0.5, -2])
+def test_cost_rejects_invalid_size(tokens):
+    message = f"tokens must be a finite number of at least 1, got {tokens!r}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        MEASURED(tokens)
+    with pytest.raises(ValueError, match="tokens must be a finite number"):
+        AdaptiveCostModel(MEASURED)(tokens)
+
+
+def test_cost_accepts_fractional_sizes_above_one():
+    # Batched curves are read at fractional widths, such as width * batch / 16.
+    assert MEASURED(1) == 1.0
+    assert 1.0 <= MEASURED(1.5) <= MEASURED(2)

@@ -279,8 +279,10 @@ def test_cost_model_extrapolates_last_slope():
     model = CostModel({1: 1.0, 4: 2.5, 8: 3.0})
 
     assert model(12) == pytest.approx(3.5)
-    assert model(0) == pytest.approx(1.0)
+    assert model(1) == pytest.approx(1.0)
     assert model.max_tokens == 8
+    with pytest.raises(ValueError, match="at least 1, got 0"):
+        model(0)
 
 
 def test_cost_model_smooths_dips():

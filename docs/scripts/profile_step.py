@@ -24,6 +24,7 @@ import torch
 import reader_rag.generation.generator as generator_module
 from reader_rag import GenerationConfig, ReaderGenerator
 from reader_rag.drafting.recycling import RecyclingTable
+from reader_rag.evaluation.bench import encode_prompts
 from reader_rag.evaluation.datasets import load_dataset
 from reader_rag.models import GROUPED_SDPA
 
@@ -130,13 +131,7 @@ def main() -> None:
 
     generator = ReaderGenerator.from_pretrained()
     prompts = load_dataset("specbench-rag", limit=args.limit)
-    encoded = [
-        (
-            generator.encode_prompt([{"role": "user", "content": p.prompt}]),
-            generator.encode_documents(list(p.passages)),
-        )
-        for p in prompts
-    ]
+    encoded = encode_prompts(generator, prompts)
     config = GenerationConfig(max_new_tokens=args.max_new_tokens)
     default_draft = generator.draft
     earlier_draft = dataclasses.replace(default_draft, recycle_width=0, history_tokens=0)

@@ -57,6 +57,8 @@ class CostModel:
 
     def __call__(self, tokens: int) -> float:
         """Return the cost of a forward pass over ``tokens`` tokens, relative to one token."""
+        if not math.isfinite(tokens) or tokens < 1:
+            raise ValueError(f"tokens must be a finite number of at least 1, got {tokens!r}")
         sizes, relative = self._sizes, self._relative
         if tokens <= sizes[0]:
             return relative[0]
@@ -144,9 +146,9 @@ class CostModel:
 class AdaptiveCostModel:
     """A measured cost curve whose slope follows the forward passes timed while decoding.
 
-    A pass over n tokens takes about ``A + B * (c(n) - 1)`` seconds, where ``c`` is the measured
-    relative curve. ``A`` is what every pass pays (mostly reading the weights) and ``B`` scales
-    the arithmetic that grows with the tokens. On a shared virtual machine the two drift apart
+    A step over n tokens takes about ``A + B * (c(n) - 1)`` seconds, where ``c`` is the measured
+    relative curve. ``A`` is what every step pays (mostly reading the weights, plus the drafting
+    and bookkeeping around the pass) and ``B`` scales the arithmetic that grows with the tokens. On a shared virtual machine the two drift apart
     with memory bandwidth and load. On a 2-core AMD EPYC, one SmolLM2 token took 23.5 ms when
     the curve was cached and 17.5 ms a day later, while 16 tokens stayed near 31 ms. The cached
     curve then priced 16 tokens at 1.4 times one token instead of 1.8. The model refits ``A`` and

@@ -28,7 +28,7 @@ from reader_rag.config import GenerationConfig
 from reader_rag.evaluation.datasets import BenchmarkPrompt
 from reader_rag.generation.generator import ReaderGenerator
 
-__all__ = ["METHODS", "MethodTotals", "run_batch_benchmark", "run_benchmark"]
+__all__ = ["METHODS", "MethodTotals", "encode_prompts", "run_batch_benchmark", "run_benchmark"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,19 @@ class _ForwardCounter:
         self._handle.remove()
 
 
+def encode_prompts(
+    generator: ReaderGenerator, prompts: Sequence[BenchmarkPrompt]
+) -> list[tuple[list[int], list[list[int]]]]:
+    """Return (prompt ids, document ids) for each prompt, the prompt sent as one user message."""
+    return [
+        (
+            generator.encode_prompt([{"role": "user", "content": p.prompt}]),
+            generator.encode_documents(list(p.passages)),
+        )
+        for p in prompts
+    ]
+
+
 def run_benchmark(
     generator: ReaderGenerator,
     prompts: Sequence[BenchmarkPrompt],
@@ -106,13 +119,7 @@ def run_benchmark(
     config = GenerationConfig(max_new_tokens=max_new_tokens)
     model = generator.model
 
-    encoded = [
-        (
-            generator.encode_prompt([{"role": "user", "content": p.prompt}]),
-            generator.encode_documents(list(p.passages)),
-        )
-        for p in prompts
-    ]
+    encoded = encode_prompts(generator, prompts)
     _warm_up(generator, encoded[0][0], order)
 
     counter = _ForwardCounter(model)
@@ -276,13 +283,7 @@ def run_batch_benchmark(
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     model = generator.model
     config = GenerationConfig(max_new_tokens=max_new_tokens)
-    encoded = [
-        (
-            generator.encode_prompt([{"role": "user", "content": p.prompt}]),
-            generator.encode_documents(list(p.passages)),
-        )
-        for p in prompts
-    ]
+    encoded = encode_prompts(generator, prompts)
     _warm_up(generator, encoded[0][0], ["greedy"])
     generator.measure_costs(batch_size)
     references = []

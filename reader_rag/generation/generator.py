@@ -473,8 +473,8 @@ class ReaderGenerator:
     @property
     def step_cost(self) -> AdaptiveCostModel:
         """The cost curve that sizes single-request trees: :attr:`cost_model` with its slope
-        refit to the forward passes of the steps decoded so far, including plain and oracle
-        requests once the first speculative request has created it (unless
+        refit to the timed steps decoded so far (drafting, forward pass and bookkeeping), including
+        plain and oracle requests once the first speculative request has created it (unless
         :attr:`DraftConfig.refit_cost_slope` is false)."""
         if self._step_cost is None:
             with self._cost_model_lock:
@@ -721,14 +721,13 @@ class ReaderGenerator:
         # remaining - 1 could never be emitted.
         max_depth = min(self.draft.max_depth, remaining - 1)
 
-        start = time.perf_counter()
+        step_start = time.perf_counter()
         tree, buckets = self._draft(request, max_depth, oracle)
-        stats.draft_time_s += time.perf_counter() - start
+        stats.draft_time_s += time.perf_counter() - step_start
 
         start = time.perf_counter()
         prefix_length = request.committed_length
         input_ids = torch.tensor([[request.generated[-1], *tree.token_ids]], device=self.device)
-        forward_start = time.perf_counter()
         mask, position_ids = tree_attention_inputs(
             tree, prefix_length, self.dtype, self.device, self.sliding_window
         )
@@ -749,14 +748,16 @@ class ReaderGenerator:
         path, bonus = walk_tree(
             children, lambda row, path: self._choose(request, logits[row : row + 1], row, path, tree)
         )
-        if self._step_cost is not None and self.draft.refit_cost_slope:
-            # The walk has read the logits, so the time includes any wait for the device.
-            self._step_cost.observe(len(tree) + 1, time.perf_counter() - forward_start)
         commit_kv(request.cache, prefix_length, [0, *(node + 1 for node in path)])
         stats.verify_time_s += time.perf_counter() - start
 
         self._record_acceptance(request, tree, buckets, children, path)
-        return self._emit(request, [*(tree.token_ids[n] for n in path), bonus])
+        emitted = self._emit(request, [*(tree.token_ids[n] for n in path), bonus])
+        if self._step_cost is not None and self.draft.refit_cost_slope:
+            # The whole step counts: drafting and bookkeeping are paid once per step, like the
+            # weight reads, so they make each extra node relatively cheaper.
+            self._step_cost.observe(len(tree) + 1, time.perf_counter() - step_start)
+        return emitted
 
     def _record_acceptance(
         self,
