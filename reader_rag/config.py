@@ -20,6 +20,10 @@ MAX_RECYCLE_WIDTH = 64
 ``max(8, recycle_width)`` entries of 8 bytes, so a width of 64 takes 25 MB for SmolLM2's 49,152
 tokens and 134 MB for Gemma 3's 262,144."""
 
+MAX_COST_POINT = 1024
+"""Largest ``DraftConfig.cost_points`` entry. Measuring the cost curve times forward passes
+over every entry's number of tokens, so a huge entry would stall the first request."""
+
 # torch.Generator.manual_seed (torch 2.13) raises for seeds outside this range.
 _SEED_RANGE = (-(2**63), 2**64 - 1)
 
@@ -203,6 +207,11 @@ class DraftConfig:
             )
         if 1 not in points:
             raise ValueError(f"cost_points must include 1, got {points}")
+        if max(points) > MAX_COST_POINT:
+            raise ValueError(
+                f"cost_points must be at most {MAX_COST_POINT}, got {max(points)}: each point is "
+                "timed with forward passes over that many tokens"
+            )
         object.__setattr__(self, "cost_points", points)
 
 

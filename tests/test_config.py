@@ -82,6 +82,7 @@ def test_generation_config_invalid(options, field, value):
         ({"cost_points": (1, 2.5)}, "cost_points", "2.5"),
         ({"cost_points": (1, True)}, "cost_points", "True"),
         ({"cost_points": (1, 0)}, "cost_points", "0"),
+        ({"cost_points": (1, 4096)}, "cost_points", "4096"),
         ({"cost_points": 4}, "cost_points", "4"),
         ({"cost_points": "124"}, "cost_points", "'124'"),
         ({"recycle_width": 65}, "recycle_width", "65"),

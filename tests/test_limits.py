@@ -104,6 +104,13 @@ def test_non_integer_document_ids_raise(smollm2_generator):
         smollm2_generator.generate_ids([42, 43], [torch.tensor([42.0, 43.0])], config)
 
 
+def test_non_integer_oracle_ids_raise(smollm2_generator):
+    config = GenerationConfig(max_new_tokens=1)
+
+    with pytest.raises(ValueError, match="oracle_ids must contain integer token ids, got float"):
+        smollm2_generator.generate_ids([42, 43], config=config, oracle_ids=[44.5, 45.0])
+
+
 def test_integer_prompt_id_types_same_output(smollm2_generator):
     config = GenerationConfig(max_new_tokens=4)
     ids = smollm2_generator.encode_prompt("Hamlet is a tragedy written by")

@@ -236,6 +236,8 @@ class ReaderGenerator:
         benchmark ceiling: the tree is that chain, sized by the cost model as if always accepted).
         """
         config = config or GenerationConfig()
+        if oracle_ids is not None:
+            oracle_ids = as_token_ids(oracle_ids, "oracle_ids")
         request = self._start(prompt_ids, document_ids, config, speculative)
         if oracle_ids is not None:
             request.sources = [_OracleSource(request, oracle_ids)]
