@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from reader_rag import GenerationConfig
@@ -112,3 +114,37 @@ def test_batch_rejects_mismatched_lengths(smollm2_generator):
 
 def test_batch_of_nothing_returns_empty(smollm2_generator):
     assert smollm2_generator.generate_batch([]) == []
+
+
+def test_batch_steps_refit_their_curve(smollm2_generator, mixed_requests):
+    # Only steps over exactly two requests feed the two-request curve; the step after the first
+    # request finishes decodes one request and must not.
+    generator = smollm2_generator
+    prompt_ids, document_ids = mixed_requests
+    config = GenerationConfig(max_new_tokens=MAX_NEW_TOKENS)
+    refit = generator.batch_step_cost(2)
+    before = refit.observed_passes
+    decay = 1 - 1 / 256
+    results = generator.generate_batch_ids(prompt_ids[:2], document_ids[:2], config)
+
+    joint_steps = min(result.stats.forward_passes for result in results) - 1
+    expected = before * decay**joint_steps + (1 - decay**joint_steps) / (1 - decay)
+    assert joint_steps > 0
+    assert refit.observed_passes == pytest.approx(expected)
+    assert generator.batch_step_cost(3) is generator.batch_step_cost(4)
+    assert generator.batch_step_cost(1) is generator.step_cost
+
+
+def test_batch_refit_switched_off(smollm2_generator, mixed_requests):
+    generator = smollm2_generator
+    prompt_ids, document_ids = mixed_requests
+    config = GenerationConfig(max_new_tokens=8)
+    passes = generator.batch_step_cost(2).observed_passes
+    draft = generator.draft
+    generator.draft = replace(draft, refit_cost_slope=False)
+    try:
+        assert generator.batch_step_cost(2) is generator.batch_cost_model(2)
+        generator.generate_batch_ids(prompt_ids[:2], document_ids[:2], config)
+    finally:
+        generator.draft = draft
+    assert generator.batch_step_cost(2).observed_passes == passes

@@ -346,6 +346,9 @@ def run_batch_benchmark(
             "max_new_tokens": max_new_tokens,
             "prompts": len(prompts),
             "question_ids": [p.question_id for p in prompts],
+            "cost_slope_ratio_at_end": getattr(
+                generator.batch_step_cost(batch_size), "ratio", 1.0
+            ),
         },
     }
     report["methods"]["hf_batch"]["tokens_per_step"] = None  # not measured for generate

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from reader_rag.drafting.builder import choose_batch_tree_size, truncate_tree
+from reader_rag.drafting.cost_model import AdaptiveCostModel
 from reader_rag.drafting.tree import DraftTree
 from reader_rag.models import FinalHiddenStates
 from reader_rag.verify.accept import walk_tree
@@ -127,6 +128,7 @@ def _prefill(generator, requests: list, cache) -> _Rows:
 
 
 def _step(generator, rows: _Rows, cache) -> _Rows:
+    step_start = time.perf_counter()
     requests = rows.requests
     batch = len(requests)
     trees: list[DraftTree] = []
@@ -143,7 +145,7 @@ def _step(generator, rows: _Rows, cache) -> _Rows:
     began = time.perf_counter()
     if generator.draft.max_nodes is None:
         size = choose_batch_tree_size(
-            [t.scores for t in trees], generator.batch_cost_model(batch)
+            [t.scores for t in trees], generator.batch_step_cost(batch)
         )
     else:
         size = generator.draft.max_nodes
@@ -199,6 +201,10 @@ def _step(generator, rows: _Rows, cache) -> _Rows:
             kept[b, node + 1] = True
         generator._record_acceptance(request, tree, buckets, children, path)
         generator._emit(request, [*(tree.token_ids[n] for n in path), bonus])
+    if batch > 1 and batch & (batch - 1) == 0 and generator.draft.refit_cost_slope:
+        cost = generator.batch_step_cost(batch)
+        if isinstance(cost, AdaptiveCostModel):
+            cost.observe(width, time.perf_counter() - step_start)
     return _Rows(
         requests,
         torch.cat([rows.valid, kept], dim=1),

@@ -141,6 +141,7 @@ class ReaderGenerator:
         self._cost_model_lock = threading.RLock()
         self._step_cost: AdaptiveCostModel | None = None
         self._batch_cost_models: dict[int, CostModel] = {}
+        self._batch_step_costs: dict[int, AdaptiveCostModel] = {}
         self._tree_attention_ok: bool | None = None
         self.datastore = None
         """Optional corpus datastore (``reader_rag.index.datastore.CorpusDatastore``) that every
@@ -516,6 +517,28 @@ class ReaderGenerator:
                     BATCH_COST_WIDTHS,
                 )
             return self._batch_cost_models[bucket]
+
+    def batch_step_cost(self, batch: int) -> Callable[[float], float]:
+        """Return the cost curve that sizes the trees of one batched step of ``batch`` requests.
+
+        For 2 to :data:`MAX_MEASURED_BATCH` requests, this is :meth:`batch_cost_model` with its
+        slope refit, as :attr:`step_cost` refits the single-request curve, to the timed steps of
+        batches of exactly the curve's size (a power of two). Smaller batches in the same bucket
+        do less work per step and would bias the fit, so they use it without adding to it. One
+        request uses :attr:`step_cost`. Larger batches, and every batch when
+        :attr:`DraftConfig.refit_cost_slope` is false, use the measured curves as they are.
+        """
+        if batch <= 1:
+            return self.step_cost
+        if batch > MAX_MEASURED_BATCH or not self.draft.refit_cost_slope:
+            return self.batch_cost_model(batch)
+        bucket = 1 << (batch - 1).bit_length()
+        model = self._batch_step_costs.get(bucket)
+        if model is None:
+            measured = self.batch_cost_model(bucket)
+            with self._cost_model_lock:
+                model = self._batch_step_costs.setdefault(bucket, AdaptiveCostModel(measured))
+        return model
 
     def measure_costs(self, max_batch_size: int = 1) -> None:
         """Measure (or load from the cache) every cost curve that batches of up to
