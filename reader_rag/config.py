@@ -11,6 +11,8 @@ import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from reader_rag.token_ids import as_token_ids
 
 __all__ = ["DraftConfig", "GenerationConfig"]
@@ -23,6 +25,11 @@ tokens and 134 MB for Gemma 3's 262,144."""
 MAX_COST_POINT = 1024
 """Largest ``DraftConfig.cost_points`` entry. Measuring the cost curve times forward passes
 over every entry's number of tokens, so a huge entry would stall the first request."""
+
+_DRAFT_INTEGER_FIELDS = (
+    "max_depth", "min_match_length", "max_match_length", "max_occurrences", "max_indexed_tokens",
+    "recycle_width", "history_tokens", "prompt_seed_tokens",
+)
 
 # torch.Generator.manual_seed (torch 2.13) raises for seeds outside this range.
 _SEED_RANGE = (-(2**63), 2**64 - 1)
@@ -79,11 +86,15 @@ class GenerationConfig:
     model's generation config. One integer or any iterable of integers is stored as a tuple."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.stop, str):
+        if self.stop is None:
+            object.__setattr__(self, "stop", ())
+        elif isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
-        else:
+        elif isinstance(self.stop, Iterable):
             object.__setattr__(self, "stop", tuple(self.stop))
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
+        else:
+            raise ValueError(f"stop must be a string or a list of strings, got {self.stop!r}")
+        if not _is_integer(self.max_new_tokens):
             raise ValueError(f"max_new_tokens must be an integer, got {self.max_new_tokens!r}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
@@ -92,7 +103,7 @@ class GenerationConfig:
             raise ValueError(
                 f"temperature must be 0 (greedy) or a positive number, got {self.temperature}"
             )
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+        if not _is_integer(self.top_k) or self.top_k < 0:
             raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {self.top_k!r}")
         _check_real("top_p", self.top_p, "in (0, 1]")
         if not (0.0 < self.top_p <= 1.0):
@@ -113,6 +124,13 @@ class GenerationConfig:
             raise ValueError(f"stop must contain non-empty strings, got {self.stop!r}")
         if self.eos_token_ids is not None:
             object.__setattr__(self, "eos_token_ids", _token_id_tuple(self.eos_token_ids))
+        # NumPy and other numeric types are stored as Python numbers, which torch and JSON take.
+        for name in ("max_new_tokens", "top_k"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        if self.seed is not None:
+            object.__setattr__(self, "seed", int(self.seed))
 
     @property
     def do_sample(self) -> bool:
@@ -182,16 +200,23 @@ class DraftConfig:
         _check_integer("max_indexed_tokens", self.max_indexed_tokens, 1)
         for name in ("recycle_width", "history_tokens", "prompt_seed_tokens"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if not _is_integer(value) or value < 0:
                 raise ValueError(f"{name} must be an integer of 0 or more, got {value!r}")
         if self.recycle_width > MAX_RECYCLE_WIDTH:
             raise ValueError(
                 f"recycle_width must be at most {MAX_RECYCLE_WIDTH}, got {self.recycle_width}, "
                 "because the recycling table keeps that many candidates for every vocabulary entry"
             )
-        if not isinstance(self.refit_cost_slope, bool):
+        if not isinstance(self.refit_cost_slope, (bool, np.bool_)):
             raise ValueError(f"refit_cost_slope must be True or False, got {self.refit_cost_slope!r}")
         self._check_cost_points()
+        # NumPy and other numeric types are stored as Python numbers.
+        for name in _DRAFT_INTEGER_FIELDS:
+            object.__setattr__(self, name, int(getattr(self, name)))
+        if self.max_nodes is not None:
+            object.__setattr__(self, "max_nodes", int(self.max_nodes))
+        object.__setattr__(self, "probability_floor", float(self.probability_floor))
+        object.__setattr__(self, "refit_cost_slope", bool(self.refit_cost_slope))
 
     def _check_cost_points(self) -> None:
         if not isinstance(self.cost_points, Iterable) or isinstance(self.cost_points, str):
@@ -212,7 +237,7 @@ class DraftConfig:
                 f"cost_points must be at most {MAX_COST_POINT}, got {max(points)}: each point is "
                 "timed with forward passes over that many tokens"
             )
-        object.__setattr__(self, "cost_points", points)
+        object.__setattr__(self, "cost_points", tuple(int(point) for point in points))
 
 
 def _token_id_tuple(ids: object) -> tuple[int, ...]:

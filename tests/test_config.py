@@ -192,3 +192,35 @@ def test_generation_config_numeric_types_valid():
 
     assert config.do_sample is True
     assert config.top_p == 0.9
+
+
+def test_numpy_fields_stored_as_python():
+    draft = DraftConfig(
+        max_nodes=np.int64(8),
+        recycle_width=np.int64(4),
+        history_tokens=np.int32(0),
+        prompt_seed_tokens=np.uint16(512),
+        probability_floor=np.float32(0.25),
+        refit_cost_slope=np.True_,
+        cost_points=np.array([1, 2, 4]),
+    )
+    generation = GenerationConfig(
+        max_new_tokens=np.int64(8), top_k=np.int32(5), temperature=np.float64(0.5),
+        seed=np.uint64(2**64 - 1),
+    )
+
+    for value in (draft.max_nodes, draft.recycle_width, draft.history_tokens, *draft.cost_points):
+        assert type(value) is int
+    assert draft.prompt_seed_tokens == 512
+    assert type(draft.probability_floor) is float
+    assert draft.refit_cost_slope is True
+    for value in (generation.max_new_tokens, generation.top_k, generation.seed):
+        assert type(value) is int
+    assert generation.seed == 2**64 - 1
+    assert type(generation.temperature) is float
+
+
+def test_stop_none_means_no_stop_strings():
+    assert GenerationConfig(stop=None).stop == ()
+    with pytest.raises(ValueError, match="stop must be a string or a list of strings, got 5"):
+        GenerationConfig(stop=5)

@@ -104,6 +104,40 @@ def test_non_integer_document_ids_raise(smollm2_generator):
         smollm2_generator.generate_ids([42, 43], [torch.tensor([42.0, 43.0])], config)
 
 
+def test_document_ids_outside_vocabulary_raise(smollm2_generator):
+    config = GenerationConfig(max_new_tokens=4)
+    vocab = smollm2_generator.recycling.vocab_size
+    documents = [[42, 43], [44, vocab + 5, 45]]
+    fragment = f"document 1 has token id {vocab + 5}, outside the vocabulary"
+
+    with pytest.raises(ValueError, match=fragment):
+        smollm2_generator.generate_ids([42, 43], documents, config)
+    with pytest.raises(ValueError, match=fragment):
+        smollm2_generator.generate_batch_ids([[42, 43]], [documents], config)
+    with pytest.raises(ValueError, match="document 0 has token id -3"):
+        smollm2_generator.generate_ids([42, 43], [[-3]], config)
+
+
+def test_flat_document_ids_raise(smollm2_generator):
+    config = GenerationConfig(max_new_tokens=1)
+
+    with pytest.raises(ValueError, match=r"got the int 42 at position 0; wrap .* \[ids\]"):
+        smollm2_generator.generate_ids([42, 43], [42, 43], config)
+
+
+def test_non_text_documents_raise(smollm2_generator):
+    with pytest.raises(TypeError, match="documents must be strings, got NoneType None at position 1"):
+        smollm2_generator.generate("Hello", ["a passage", None], max_new_tokens=1)
+
+
+def test_numpy_seed_samples_reproducibly(smollm2_generator):
+    options = {"max_new_tokens": 6, "temperature": np.float64(0.8), "seed": np.int64(3)}
+
+    first = smollm2_generator.generate("The weather today is", **options).token_ids
+    second = smollm2_generator.generate("The weather today is", **options).token_ids
+    assert first == second
+
+
 def test_non_integer_oracle_ids_raise(smollm2_generator):
     config = GenerationConfig(max_new_tokens=1)
 

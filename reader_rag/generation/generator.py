@@ -12,7 +12,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -85,6 +85,39 @@ class _Request:
     def committed_length(self) -> int:
         """Tokens whose KV entries are in the cache: the prompt and all outputs but the last."""
         return len(self.prompt_ids) + len(self.generated) - 1
+
+
+def _document_token_ids(
+    document_ids: Sequence[Sequence[int]], vocab_size: int, model_name: str
+) -> list[list[int]]:
+    """Return ``document_ids`` as lists of ints, or raise ``ValueError`` before any model work.
+
+    A document id outside the vocabulary would be drafted and then fail inside the model's
+    embedding, in the middle of decoding.
+    """
+    if isinstance(document_ids, (str, bytes)) or not isinstance(document_ids, Iterable):
+        raise ValueError(
+            f"document_ids must be a list of token id lists, one per document, got "
+            f"{type(document_ids).__name__}"
+        )
+    documents = []
+    for number, ids in enumerate(document_ids):
+        if isinstance(ids, (int, np.integer)):
+            raise ValueError(
+                f"document_ids must be a list of token id lists, one per document, got the int "
+                f"{ids} at position {number}; wrap a single document's ids in a list: [ids]"
+            )
+        ids = as_token_ids(ids, "document token ids")
+        values = np.asarray(ids, dtype=np.int64)
+        outside = np.flatnonzero((values < 0) | (values >= vocab_size))
+        if outside.size:
+            raise ValueError(
+                f"document {number} has token id {ids[outside[0]]}, outside the vocabulary of "
+                f"{model_name} (0 to {vocab_size - 1}); encode documents with this generator's "
+                "tokenizer (encode_documents)"
+            )
+        documents.append(ids)
+    return documents
 
 
 class _OracleSource:
@@ -374,6 +407,12 @@ class ReaderGenerator:
             return []
         if isinstance(documents, str):
             raise TypeError("documents must be a list of strings, not one string; wrap it: [text]")
+        for position, document in enumerate(documents):
+            if not isinstance(document, str):
+                raise TypeError(
+                    f"documents must be strings, got {type(document).__name__} {document!r} at "
+                    f"position {position}; pass each document's text"
+                )
         texts = [d for d in documents if d.strip()]
         if not texts:
             return []
@@ -600,6 +639,7 @@ class ReaderGenerator:
             )
             max_new_tokens = room
 
+        document_ids = _document_token_ids(document_ids, vocab_size, self.name)
         index = RequestIndex(key_length=4, max_occurrences=self.draft.max_occurrences)
         budget = self.draft.max_indexed_tokens
         for ids in document_ids:
