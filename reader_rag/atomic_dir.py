@@ -4,6 +4,8 @@ A process killed at any point, even by SIGKILL, leaves the target folder either 
 before or fully replaced. On Linux the swap is one ``renameat2(RENAME_EXCHANGE)`` call. Where
 that call is unavailable, the swap takes two renames, and a kill between them leaves the
 previous folder at ``.<name>.previous-<pid>`` next to the target (see ``previous_versions``).
+
+``atomic_file`` does the same for a single file, whose swap is always one ``os.replace``.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 __all__ = [
     "atomic_directory",
+    "atomic_file",
     "fsync_directory",
     "fsync_file",
     "fsync_tree",
@@ -66,6 +70,35 @@ def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike[str], encoding: str = "utf-8") -> Iterator[TextIO]:
+    """Yield a text file open for writing and, when the block ends without error, move it to ``target``.
+
+    The file is a hidden sibling of ``target``, so the rename stays on one file system and
+    replaces any previous ``target`` in one step, keeping its permissions. It is fsynced before
+    the rename. If the block raises, the file is removed and ``target`` is unchanged. Staging
+    files of dead processes are removed first.
+    """
+    # Resolving symbolic links replaces the file that a link points to, not the link itself.
+    target = Path(target).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(target)
+    staging = target.parent / f"{staging_prefix(target)}{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        # Mode "x" creates the file with the permissions of an ordinary new file.
+        with open(staging, "x", encoding=encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        if target.exists():
+            # A write in place would keep the permissions of the previous file.
+            shutil.copymode(target, staging)
+        os.replace(staging, target)
+        fsync_directory(target.parent)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
 def swap_directories(staging: Path, target: Path) -> None:
     """Move ``staging`` to ``target``, replacing any previous ``target``, and delete the old one."""
     if not target.exists():
@@ -108,7 +141,7 @@ def exchange_paths(first: Path, second: Path) -> bool:
 
 
 def remove_stale_staging(target: Path) -> None:
-    """Remove staging folders of ``target`` whose writing process is no longer running."""
+    """Remove staging folders and files of ``target`` whose writing process is no longer running."""
     # NOTE: liveness is checked by process id on this machine, so a staging folder written
     # by another host on a shared file system is removed even if that host is still writing.
     if not target.parent.is_dir():
@@ -119,8 +152,11 @@ def remove_stale_staging(target: Path) -> None:
             continue
         pid_text = entry.name[len(prefix) :].split("-", 1)[0]
         if pid_text.isdigit() and not process_is_running(int(pid_text)):
-            logger.info("removing staging folder %s left by stopped process %s", entry, pid_text)
-            shutil.rmtree(entry, ignore_errors=True)
+            logger.info("removing staging copy %s left by stopped process %s", entry, pid_text)
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def previous_versions(target: str | os.PathLike[str]) -> list[Path]:

@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from reader_rag.atomic_dir import atomic_file
+
 __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
@@ -237,6 +239,7 @@ def _bench(args) -> int:
 
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    _check_output_file("--output", args.output, "bench.json")
     if args.store is not None:
         return _bench_datastore(args)
     if args.batch_size != 1:
@@ -249,10 +252,7 @@ def _bench(args) -> int:
     rows = [{"method": name, **values} for name, values in report["methods"].items()]
     columns = ["method", "tokens_per_second", "speedup_vs_greedy", "identical_rate", "tokens_per_step"]
     print(markdown_table(rows, columns))
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(report, indent=1))
-        print(f"wrote {args.output}")
+    _write_report(report, args.output)
     return 0
 
 
@@ -274,10 +274,7 @@ def _bench_batch(args) -> int:
     ]
     print(markdown_table(rows, columns))
     print(f"compaction share of reader time: {report['methods']['reader']['compaction_time_share']:.3f}")
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(report, indent=1))
-        print(f"wrote {args.output}")
+    _write_report(report, args.output)
     return 0
 
 
@@ -620,6 +617,7 @@ def _eval(args) -> int:
         raise ValueError(
             "--datastore on needs a store; use --retrieval store:STORE or drop --datastore"
         )
+    _check_output_file("--output", args.output, "eval.json")
     prompts = load_dataset(args.dataset, limit=args.limit)
     store = DocumentStore.load(store_path) if store_path is not None else None
     generator = _load_generator(args)
@@ -645,9 +643,32 @@ def _eval(args) -> int:
 def _write_report(report: dict, path: Path | None) -> None:
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1) + "\n")
+    with atomic_file(path) as handle:
+        handle.write(json.dumps(report, indent=1) + "\n")
     print(f"wrote {path}")
+
+
+def _check_output_file(option: str, path: Path | None, example_name: str) -> None:
+    """Raise if ``path`` is a folder or lies below a file, so that a run fails before its slow work.
+
+    ``example_name`` is the file name that the error suggests when ``path`` is a folder.
+    """
+    if path is None:
+        return
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{option} {str(path)!r} is a folder; pass a file path, such as "
+            f"{str(path / example_name)!r}"
+        )
+    # The nearest existing ancestor must be a folder, or creating the parent folders fails.
+    for ancestor in path.parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise NotADirectoryError(
+                    f"{option} {str(path)!r} cannot be created because {str(ancestor)!r} is a "
+                    "file, not a folder; pass a path inside a folder"
+                )
+            return
 
 
 # -- bench-store and bench --store -------------------------------------------------------------
@@ -694,6 +715,7 @@ def _bench_store(args) -> int:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     if args.k < 1:
         raise ValueError(f"--k must be at least 1, got {args.k}")
+    _check_output_file("--output", args.output, "store-bench.json")
     report = run_store_benchmark(
         args.store_out, threads=args.threads, k=args.k, wiki_limit=args.wiki_limit,
         model=args.model,
@@ -802,6 +824,7 @@ def _replay(args) -> int:
         raise ValueError(f"--max-new-tokens must be at least 2, got {args.max_new_tokens}")
     if args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
+    _check_replay_paths(args)
     reuse = args.recordings is not None and args.recordings.exists()
     recordings = load_recordings(args.recordings) if reuse else None
     if reuse:
@@ -815,7 +838,6 @@ def _replay(args) -> int:
         prompts = load_dataset(args.dataset, limit=args.limit)
         recordings = record_greedy(generator, prompts, args.max_new_tokens)
         if args.recordings is not None:
-            args.recordings.parent.mkdir(parents=True, exist_ok=True)
             save_recordings(recordings, args.recordings)
     vocab_size = int(generator.model.get_output_embeddings().weight.shape[0])
     report = replay_report(recordings, generator.cost_model, budgets, vocab_size)
@@ -827,6 +849,21 @@ def _replay(args) -> int:
     print(format_replay_summary(report))
     _write_report(report, args.output)
     return 0
+
+
+def _check_replay_paths(args) -> None:
+    """Raise before recording if --recordings or --output is a folder or lies below a file.
+
+    Also raise if both name one file, which the report would overwrite.
+    """
+    _check_output_file("--recordings", args.recordings, "recordings.jsonl")
+    _check_output_file("--output", args.output, "replay.json")
+    if args.recordings is not None and args.output is not None:
+        if args.recordings.resolve() == args.output.resolve():
+            raise ValueError(
+                f"--output and --recordings name the same file {str(args.output)!r}, so the "
+                "report would overwrite the recordings; pass another --output path"
+            )
 
 
 def _parse_node_budgets(text: str) -> list[int | None]:

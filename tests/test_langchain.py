@@ -20,6 +20,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnablePassthrough
 from langchain_reader import ReaderLLM
 
+from reader_rag import DraftConfig
 from reader_rag.evaluation.datasets import load_specbench
 from reader_rag.retrieval.documents import Document as StoreDocument
 from reader_rag.retrieval.store import DocumentStore
@@ -380,6 +381,41 @@ def test_unsupported_keyword_raises(llm) -> None:
 def test_invalid_field_raises_at_construction(reader_generator) -> None:
     with pytest.raises(ValueError, match="temperature"):
         ReaderLLM(generator=reader_generator, temperature=-1.0)
+
+
+def test_langchain_fields_pass_constructor_check(reader_generator) -> None:
+    recorder = TokenRecorder()
+
+    llm = ReaderLLM(
+        generator=reader_generator,
+        callbacks=[recorder],
+        tags=["reader"],
+        metadata={"run": 1},
+        verbose=True,
+        cache=False,
+    )
+
+    assert llm.callbacks == [recorder]
+    assert llm.tags == ["reader"]
+    assert llm.metadata["run"] == 1
+    assert llm.verbose is True
+    assert llm.cache is False
+
+
+def test_draft_config_reaches_generator(plain_llm, concurrent_prompts) -> None:
+    draft = DraftConfig(max_nodes=0)
+    llm = ReaderLLM(draft=draft, max_new_tokens=SHORT_MAX_NEW_TOKENS)
+    prompt = concurrent_prompts[0]
+
+    result = llm.generate([prompt]).generations[0][0]
+    plain = plain_llm.generate([prompt], max_new_tokens=SHORT_MAX_NEW_TOKENS).generations[0][0]
+
+    assert llm.generator.draft is draft
+    assert result.text == plain.text
+    # max_nodes=0 turns speculation off, so nothing is drafted.
+    stats = result.generation_info["reader_stats"]
+    assert stats["drafted_nodes"] == 0
+    assert stats["forward_passes"] == stats["new_tokens"]
 
 
 # Concurrency

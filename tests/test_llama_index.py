@@ -25,6 +25,7 @@ from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 from llama_index.llms.reader import ReaderLLM, drafting_from
 from llama_index.vector_stores.faiss import FaissVectorStore
 
+from reader_rag import DraftConfig
 from reader_rag.evaluation.datasets import load_specbench
 
 pytestmark = pytest.mark.slow
@@ -139,6 +140,40 @@ def test_unsupported_keyword_raises(llm) -> None:
 def test_invalid_field_raises_at_construction(reader_generator) -> None:
     with pytest.raises(ValueError, match="top_p"):
         ReaderLLM(generator=reader_generator, top_p=0.0)
+
+
+def test_llama_index_fields_pass_constructor_check(reader_generator) -> None:
+    callback_manager = CallbackManager([])
+
+    def to_prompt(text: str) -> str:
+        return f"Q: {text}\nA: "
+
+    llm = ReaderLLM(
+        generator=reader_generator,
+        callback_manager=callback_manager,
+        system_prompt="Answer briefly.",
+        completion_to_prompt=to_prompt,
+        context_window=1024,
+    )
+
+    assert llm.callback_manager is callback_manager
+    assert llm.system_prompt == "Answer briefly."
+    assert llm.completion_to_prompt is to_prompt
+    assert llm.metadata.context_window == 1024
+
+
+def test_draft_config_reaches_generator(plain_completion, concurrent_prompts) -> None:
+    draft = DraftConfig(max_nodes=0)
+    llm = ReaderLLM(draft=draft, max_new_tokens=SHORT_MAX_NEW_TOKENS)
+
+    response = llm.complete(concurrent_prompts[0])
+
+    assert llm.generator.draft is draft
+    assert response.text == plain_completion.text
+    # max_nodes=0 turns speculation off, so nothing is drafted.
+    stats = response.additional_kwargs["reader_stats"]
+    assert stats["drafted_nodes"] == 0
+    assert stats["forward_passes"] == stats["new_tokens"]
 
 
 # Query engines

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -347,6 +348,149 @@ def test_cli_hides_weight_loading_bar(tmp_path, reader_generator):
 def test_cli_replay_rejects_bad_budget(capsys):
     assert main(["replay", "--node-budgets", "8,0"]) == 2
     assert "invalid budget '0'" in capsys.readouterr().err
+
+
+# A path check that ran after recording would first record (slow) and then fail with another
+# message. With the check first, these tiny runs exit before the model loads.
+TINY_REPLAY = ["replay", "--limit", "1", "--max-new-tokens", "2"]
+
+
+@pytest.mark.parametrize("below_file", ["rec.jsonl", "sub/rec.jsonl"])
+def test_cli_replay_recordings_under_file(tmp_path, capsys, below_file):
+    existing = tmp_path / "good.jsonl"
+    existing.write_text("kept\n")
+    recordings = existing / below_file
+
+    assert main([*TINY_REPLAY, "--recordings", str(recordings)]) == 2
+
+    error = capsys.readouterr().err
+    assert f"--recordings {str(recordings)!r} cannot be created" in error
+    assert f"{str(existing)!r} is a file, not a folder" in error
+    assert existing.read_text() == "kept\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.jsonl"]
+
+
+@pytest.mark.parametrize(("option", "example_name"), [
+    ("--recordings", "recordings.jsonl"),
+    ("--output", "replay.json"),
+])
+def test_cli_replay_path_is_folder(tmp_path, capsys, option, example_name):
+    assert main([*TINY_REPLAY, option, str(tmp_path)]) == 2
+
+    error = capsys.readouterr().err
+    assert f"{option} {str(tmp_path)!r} is a folder" in error
+    assert f"such as {str(tmp_path / example_name)!r}" in error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_replay_output_under_file(tmp_path, capsys):
+    existing = tmp_path / "report.json"
+    existing.write_text("{}\n")
+    recordings = tmp_path / "recordings.jsonl"
+
+    status = main(
+        [*TINY_REPLAY, "--recordings", str(recordings), "--output", str(existing / "replay.json")]
+    )
+
+    assert status == 2
+    assert f"{str(existing)!r} is a file, not a folder" in capsys.readouterr().err
+    assert not recordings.exists()
+
+
+def test_cli_replay_output_same_as_recordings(tmp_path, capsys):
+    recordings = tmp_path / "recordings.jsonl"
+    save_recordings(synthetic_recordings(), recordings)
+    before = recordings.read_text()
+    (tmp_path / "sub").mkdir()
+    same_file = tmp_path / "sub" / ".." / recordings.name
+
+    status = main(["replay", "--recordings", str(recordings), "--output", str(same_file)])
+
+    assert status == 2
+    assert "--output and --recordings name the same file" in capsys.readouterr().err
+    assert recordings.read_text() == before
+
+
+@pytest.mark.parametrize("command", [
+    ["bench", "--limit", "1", "--max-new-tokens", "2"],
+    ["bench", "--limit", "1", "--max-new-tokens", "2", "--batch-size", "2"],
+    ["eval", "--limit", "1", "--max-new-tokens", "2"],
+    ["bench-store", "--wiki-limit", "1"],
+])
+def test_cli_report_path_is_folder(tmp_path, capsys, command):
+    if command[0] == "bench-store":
+        command = [*command, "--store-out", str(tmp_path / "store")]
+
+    assert main([*command, "--output", str(tmp_path)]) == 2
+
+    assert f"--output {str(tmp_path)!r} is a folder" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_recordings_error_keeps_previous_file(tmp_path):
+    path = tmp_path / "recordings.jsonl"
+    save_recordings(synthetic_recordings(), path)
+    before = path.read_text()
+    unserializable = Recording(prompt_ids=[1], document_ids=[], output_ids=[object()])
+
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        save_recordings([synthetic_recordings()[0], unserializable], path)
+
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["recordings.jsonl"]
+
+
+def test_save_recordings_through_symlink_keeps_mode(tmp_path):
+    real = tmp_path / "real.jsonl"
+    save_recordings(synthetic_recordings(), real)
+    real.chmod(0o600)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(real)
+
+    save_recordings(synthetic_recordings()[:1], link)
+
+    assert link.is_symlink()
+    assert len(load_recordings(real)) == 1
+    assert real.stat().st_mode & 0o777 == 0o600
+
+
+# Saves three recordings with a json.dumps that kills the process (SIGKILL) on its second call,
+# partway through the write.
+KILLED_SAVE = r"""
+import json, os, signal, sys
+from reader_rag.evaluation import simulator
+from reader_rag.evaluation.simulator import Recording, save_recordings
+
+calls = []
+def dumps_then_kill(value, **options):
+    calls.append(value)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return json.dumps(value, **options)
+
+simulator.json = type("json", (), {"dumps": staticmethod(dumps_then_kill)})
+recordings = [Recording(prompt_ids=[1], document_ids=[], output_ids=[n]) for n in range(3)]
+save_recordings(recordings, sys.argv[1])
+"""
+
+
+def test_killed_save_keeps_previous_recordings(tmp_path):
+    path = tmp_path / "recordings.jsonl"
+    save_recordings(synthetic_recordings(), path)
+    before = path.read_text()
+
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_SAVE, str(path)], capture_output=True, text=True, timeout=300
+    )
+
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert path.read_text() == before
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".recordings.jsonl.tmp-")]
+    assert len(leftovers) == 1
+    # The next save replaces the file and removes the copy that the killed process left.
+    save_recordings(synthetic_recordings()[:1], path)
+    assert len(load_recordings(path)) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["recordings.jsonl"]
 
 
 def test_drafting_state_round_trip(smollm2_generator, rag_prompts):

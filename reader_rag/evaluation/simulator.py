@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from reader_rag.atomic_dir import atomic_file
 from reader_rag.config import DraftConfig
 from reader_rag.drafting.builder import build_draft_tree
 from reader_rag.drafting.calibration import AcceptanceCalibrator
@@ -247,8 +248,12 @@ def record_greedy(
 
 
 def save_recordings(recordings: Sequence[Recording], path: str | Path) -> None:
-    """Write recordings as JSON lines."""
-    with open(path, "w", encoding="utf-8") as handle:
+    """Write recordings as JSON lines, replacing ``path`` atomically.
+
+    A process killed during the write leaves ``path`` as it was before, and the next save
+    removes the partial copy.
+    """
+    with atomic_file(path) as handle:
         for recording in recordings:
             handle.write(json.dumps(recording.__dict__) + "\n")
 

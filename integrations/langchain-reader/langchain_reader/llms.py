@@ -13,7 +13,14 @@ from langchain_core.documents import Document
 from langchain_core.language_models.llms import LLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from pydantic import Field, PrivateAttr
-from reader_rag import GenerationConfig, GenerationResult, GenerationStream, ReaderGenerator
+from reader_rag import (
+    DraftConfig,
+    GenerationConfig,
+    GenerationResult,
+    GenerationStream,
+    ReaderGenerator,
+)
+from reader_rag.generation.llm_options import check_llm_constructor
 from reader_rag.generation.threads import iterate_in_thread
 
 __all__ = ["ReaderLLM"]
@@ -63,7 +70,10 @@ class ReaderLLM(LLM):
         chain = retriever | prompt | ReaderLLM(max_new_tokens=256) | StrOutputParser()
 
     Pass ``generator=`` to share a loaded :class:`reader_rag.ReaderGenerator` between
-    instances, for example one with ``speculative=False`` as a reference.
+    instances, for example one with ``speculative=False`` as a reference. Pass ``draft=`` (a
+    :class:`reader_rag.DraftConfig`) to set the drafting options of the generator that the LLM
+    loads itself. Constructor keywords that are neither fields nor ``generator`` or ``draft``
+    raise ``TypeError``.
     """
 
     model: str | None = Field(
@@ -115,13 +125,22 @@ class ReaderLLM(LLM):
 
     _generator: ReaderGenerator = PrivateAttr()
 
-    def __init__(self, *, generator: ReaderGenerator | None = None, **data: Any) -> None:
+    def __init__(
+        self,
+        *,
+        generator: ReaderGenerator | None = None,
+        draft: DraftConfig | None = None,
+        **data: Any,
+    ) -> None:
+        # The pydantic base ignores unknown keywords, so a misspelled option would silently
+        # keep its default.
+        check_llm_constructor(type(self), generator, draft, data)
         super().__init__(**data)
         # Build the config once so that an invalid field value fails here, not on the first call.
         self._config(None, {})
         if generator is None:
             generator = ReaderGenerator.from_pretrained(
-                self.model, dtype=self.dtype, device=self.device
+                self.model, dtype=self.dtype, device=self.device, draft=draft
             )
         self._generator = generator
 
