@@ -655,17 +655,25 @@ def _check_output_file(option: str, path: Path | None, example_name: str) -> Non
     """
     if path is None:
         return
+    # The report is written through a symbolic link, so the checks apply to the link's target.
+    requested = path
+    try:
+        path = path.resolve()
+    except (RuntimeError, OSError) as error:
+        raise ValueError(
+            f"{option} {str(requested)!r} cannot be resolved ({error}); pass a regular file path"
+        ) from error
     if path.is_dir():
         raise IsADirectoryError(
-            f"{option} {str(path)!r} is a folder; pass a file path, such as "
-            f"{str(path / example_name)!r}"
+            f"{option} {str(requested)!r} is a folder; pass a file path, such as "
+            f"{str(requested / example_name)!r}"
         )
     # The nearest existing ancestor must be a folder, or creating the parent folders fails.
     for ancestor in path.parents:
         if ancestor.exists():
             if not ancestor.is_dir():
                 raise NotADirectoryError(
-                    f"{option} {str(path)!r} cannot be created because {str(ancestor)!r} is a "
+                    f"{option} {str(requested)!r} cannot be created because {str(ancestor)!r} is a "
                     "file, not a folder; pass a path inside a folder"
                 )
             return

@@ -122,6 +122,7 @@ class GenerationConfig:
             )
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise ValueError(f"stop must contain non-empty strings, got {self.stop!r}")
+        object.__setattr__(self, "stop", tuple(str(s) for s in self.stop))
         if self.eos_token_ids is not None:
             object.__setattr__(self, "eos_token_ids", _token_id_tuple(self.eos_token_ids))
         # NumPy and other numeric types are stored as Python numbers, which torch and JSON take.

@@ -224,3 +224,10 @@ def test_stop_none_means_no_stop_strings():
     assert GenerationConfig(stop=None).stop == ()
     with pytest.raises(ValueError, match="stop must be a string or a list of strings, got 5"):
         GenerationConfig(stop=5)
+
+
+def test_numpy_stop_strings_stored_as_str():
+    stop = GenerationConfig(stop=np.array(["a", "b"])).stop
+
+    assert stop == ("a", "b")
+    assert all(type(text) is str for text in stop)

@@ -18,7 +18,8 @@ def test_unknown_constructor_keyword_raises(llm_class, reader_generator) -> None
 
     message = str(raised.value)
     supported = message.split("supported:")[1]
-    assert "unsupported keyword arguments ['max_new_token', 'temprature']" in message
+    assert f"{llm_class.__name__}() got unsupported keyword arguments" in message
+    assert "['max_new_token', 'temprature']" in message
     assert "did you mean ['max_new_tokens', 'temperature']?" in message
     assert "'max_new_tokens'" in supported
     assert "'draft'" in supported
@@ -34,3 +35,11 @@ def test_draft_with_generator_raises(llm_class, reader_generator) -> None:
 def test_draft_of_wrong_type_raises(llm_class) -> None:
     with pytest.raises(TypeError, match="draft must be a reader_rag.DraftConfig, got dict"):
         llm_class(draft={"max_nodes": 0})
+
+
+@pytest.mark.parametrize("llm_class", LLM_CLASSES)
+def test_subclass_named_in_keyword_error(llm_class, reader_generator) -> None:
+    subclass = type("QuizLLM", (llm_class,), {})
+
+    with pytest.raises(TypeError, match=r"QuizLLM\(\) got unsupported keyword arguments"):
+        subclass(generator=reader_generator, max_new_token=5)

@@ -604,3 +604,24 @@ def test_large_batch_cost_scales(reader_generator):
     assert cost(1) == pytest.approx(1.0)
     assert cost(2) >= 1.0
     assert max(reader_generator._batch_cost_models) <= MAX_MEASURED_BATCH
+
+
+def test_cli_report_symlink_below_file(tmp_path, capsys):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("not a folder")
+    link = tmp_path / "report.json"
+    link.symlink_to(blocker / "report.json")
+
+    assert main(["bench", "--limit", "1", "--max-new-tokens", "2", "--output", str(link)]) == 2
+
+    error = capsys.readouterr().err
+    assert f"--output {str(link)!r} cannot be created because {str(blocker)!r} is a file" in error
+
+
+def test_cli_replay_symlink_loop(tmp_path, capsys):
+    loop = tmp_path / "loop.jsonl"
+    loop.symlink_to(loop)
+
+    assert main(["replay", "--limit", "1", "--max-new-tokens", "2", "--recordings", str(loop)]) == 2
+
+    assert f"--recordings {str(loop)!r} cannot be resolved" in capsys.readouterr().err

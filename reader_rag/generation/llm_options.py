@@ -33,7 +33,7 @@ def _reject_unknown_keywords(cls: type, data: dict[str, Any]) -> None:
     close = [match for name in unknown for match in get_close_matches(name, supported, n=1)]
     hint = f" (did you mean {close}?)" if close else ""
     raise TypeError(
-        f"ReaderLLM() got unsupported keyword arguments {unknown}{hint}; "
+        f"{cls.__name__}() got unsupported keyword arguments {unknown}{hint}; "
         f"supported: {sorted(supported)}"
     )
 
